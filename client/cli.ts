@@ -1,0 +1,577 @@
+import { parseArgs } from "node:util";
+import { CwError } from "../shared/errors.ts";
+import {
+  FrameKind,
+  SESSION_STATUSES,
+  type SessionInfo,
+  type StreamEvent,
+} from "../shared/protocol.ts";
+import { cwHome, nodePaths } from "../shared/paths.ts";
+import { parseDuration } from "../shared/duration.ts";
+import { parseSignal } from "../shared/signals.ts";
+import { checkSessionName, checkTag } from "../shared/names.ts";
+import { VERSION } from "../shared/version.ts";
+import { AnsiStripper } from "./ansi.ts";
+import { attach } from "./attach.ts";
+import { exitCodeOf } from "./exit_code.ts";
+import { COMMANDS, helpText, usageError } from "./help.ts";
+import { readAll, writeAll } from "./io.ts";
+import { localDialer, nodeRunning } from "./local.ts";
+import { NodeClient } from "./node_client.ts";
+
+/** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
+const TIMEOUT_EXIT = 124;
+/** Bytes of input per `send` request. */
+const SEND_CHUNK = 96 * 1024;
+
+/** Raised for bad command lines; printed with a hint, exit code 2. */
+export class UsageError extends Error {
+  /** The command whose help applies. */
+  readonly command: string | null;
+  /** Builds the error. */
+  constructor(message: string, command: string | null) {
+    super(message);
+    this.name = "UsageError";
+    this.command = command;
+  }
+}
+
+/** What a command needs: a client for its node, and the environment. */
+interface Ctx {
+  client: NodeClient;
+  home: string;
+}
+
+type Handler = (args: string[], ctx: Ctx) => Promise<number>;
+
+const HANDLERS: Record<string, Handler> = {
+  launch,
+  list,
+  attach: attachCmd,
+  logs,
+  send,
+  watch,
+  wait,
+  kill,
+  status,
+  stop,
+};
+
+/**
+ * Runs the client for `argv` (without the program name) and returns the exit
+ * code. Errors become one line on stderr.
+ */
+export async function runClient(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined || command === "--help" || command === "-h") {
+      console.log(helpText(null));
+      return command === undefined ? 2 : 0;
+    }
+    if (command === "--version" || command === "-V" || command === "version") {
+      console.log(`cw ${VERSION}`);
+      return 0;
+    }
+    if (command === "help") {
+      const topic = rest[0] ?? null;
+      if (topic !== null && !COMMANDS.includes(topic)) {
+        throw new UsageError(`Unknown command "${topic}"`, null);
+      }
+      console.log(helpText(topic));
+      return 0;
+    }
+    const handler = HANDLERS[command];
+    if (!handler) throw new UsageError(`Unknown command "${command}"`, null);
+    if (rest.includes("--help") || rest.includes("-h")) {
+      const dashdash = rest.indexOf("--");
+      const help = rest.findIndex((a) => a === "--help" || a === "-h");
+      if (dashdash === -1 || help < dashdash) {
+        console.log(helpText(command));
+        return 0;
+      }
+    }
+    const home = cwHome();
+    const client = new NodeClient(localDialer(home, command !== "stop"));
+    return await handler(rest, { client, home });
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`cw: ${err.message}`);
+      console.error(usageError(err.command));
+      return 2;
+    }
+    if (err instanceof CwError) {
+      console.error(`cw: ${err.message}`);
+      return 1;
+    }
+    if (
+      err instanceof RangeError || err instanceof TypeError && /argument|option/i.test(err.message)
+    ) {
+      console.error(`cw: ${err.message}`);
+      return 2;
+    }
+    console.error(`cw: ${(err as Error)?.message ?? err}`);
+    return 1;
+  }
+}
+
+/** parseArgs with cw's conventions: strict, positionals allowed, errors as usage. */
+function parse<
+  T extends Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>,
+>(
+  command: string,
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message.replace(/\. To specify.*$/s, ""), command);
+  }
+}
+
+function needOne(command: string, positionals: string[], what: string): string {
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0 ? `Missing ${what}` : `Expected one ${what}`,
+      command,
+    );
+  }
+  return positionals[0];
+}
+
+function durationOpt(command: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    throw new UsageError((err as Error).message, command);
+  }
+}
+
+function countOpt(command: string, name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value)) {
+    throw new UsageError(`--${name} needs a whole number, got "${value}"`, command);
+  }
+  return Number(value);
+}
+
+// ---------------------------------------------------------------- launch
+
+async function launch(args: string[], { client }: Ctx): Promise<number> {
+  const split = args.indexOf("--");
+  const own = split === -1 ? args : args.slice(0, split);
+  const argv = split === -1 ? [] : args.slice(split + 1);
+  const { values, positionals } = parse("launch", own, {
+    name: { type: "string" },
+    dir: { type: "string" },
+    tag: { type: "string", multiple: true },
+    env: { type: "string", multiple: true },
+    json: { type: "boolean" },
+  });
+  if (positionals.length > 0) {
+    throw new UsageError(
+      `Put the command after "--": cw launch [OPTIONS] -- ${positionals.join(" ")}`,
+      "launch",
+    );
+  }
+  if (argv.length === 0) throw new UsageError("Missing the command to launch after --", "launch");
+  if (values.name !== undefined) checkSessionName(values.name);
+  for (const tag of values.tag ?? []) checkTag(tag);
+  const env: Record<string, string> = Deno.env.toObject();
+  for (const pair of values.env ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env needs KEY=VALUE, got "${pair}"`, "launch");
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const dir = values.dir === undefined ? Deno.cwd() : resolvePath(values.dir);
+  let size: { cols?: number; rows?: number } = {};
+  try {
+    const { columns, rows } = Deno.consoleSize();
+    size = { cols: columns, rows };
+  } catch {
+    // not a terminal: the node's default size
+  }
+  const { session } = await client.request<{ session: SessionInfo }>({
+    op: "launch",
+    argv,
+    name: values.name,
+    dir,
+    tags: values.tag ?? [],
+    env,
+    ...size,
+  });
+  if (values.json) console.log(JSON.stringify(session));
+  else console.log(session.id);
+  const label = session.name ? ` (${session.name})` : "";
+  console.error(`Launched session ${session.id}${label}: ${argv.join(" ")}`);
+  return 0;
+}
+
+function resolvePath(p: string): string {
+  return p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
+}
+
+// ---------------------------------------------------------------- list
+
+async function list(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("list", args, {
+    json: { type: "boolean" },
+    tag: { type: "string" },
+    status: { type: "string" },
+  });
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "list");
+  }
+  const status = values.status;
+  if (status !== undefined && !(SESSION_STATUSES as readonly string[]).includes(status)) {
+    throw new UsageError(
+      `Unknown status "${status}"; use one of ${SESSION_STATUSES.join(", ")}`,
+      "list",
+    );
+  }
+  const { sessions } = await client.request<{ sessions: SessionInfo[] }>({
+    op: "list",
+    tag: values.tag,
+    status: status as SessionInfo["status"] | undefined,
+  });
+  if (values.json) {
+    console.log(JSON.stringify(sessions));
+    return 0;
+  }
+  if (sessions.length === 0) {
+    console.error("No sessions.");
+    return 0;
+  }
+  const now = Date.now();
+  const rows = sessions.map((s) => [
+    String(s.id),
+    s.name ?? "-",
+    s.status,
+    s.status === "exited" ? String(s.exitCode) : s.signal ?? "-",
+    age(now - Date.parse(s.startedAt)),
+    s.tags.join(",") || "-",
+    s.argv.join(" "),
+  ]);
+  console.log(table(["ID", "NAME", "STATUS", "EXIT", "AGE", "TAGS", "COMMAND"], rows));
+  return 0;
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) =>
+    r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i])).join("  ").trimEnd();
+  return [line(head), ...rows.map(line)].join("\n");
+}
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+// ---------------------------------------------------------------- attach
+
+async function attachCmd(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("attach", args, {
+    "read-only": { type: "boolean" },
+    "no-history": { type: "boolean" },
+  });
+  const ref = needOne("attach", positionals, "session");
+  return await attach(client, ref, {
+    readOnly: values["read-only"] === true,
+    history: values["no-history"] !== true,
+  });
+}
+
+// ---------------------------------------------------------------- logs / watch
+
+async function logs(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("logs", args, {
+    tail: { type: "string" },
+    follow: { type: "boolean", short: "f" },
+    raw: { type: "boolean" },
+  });
+  const ref = needOne("logs", positionals, "session");
+  const end = await streamOutput(client, ref, {
+    tail: countOpt("logs", "tail", values.tail),
+    follow: values.follow === true,
+    raw: values.raw === true,
+  });
+  return end === "timeout" ? TIMEOUT_EXIT : 0;
+}
+
+async function watch(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("watch", args, {
+    tail: { type: "string" },
+    timeout: { type: "string" },
+    raw: { type: "boolean" },
+  });
+  const ref = needOne("watch", positionals, "session");
+  const end = await streamOutput(client, ref, {
+    tail: countOpt("watch", "tail", values.tail) ?? 20,
+    follow: true,
+    raw: values.raw === true,
+    timeoutMs: durationOpt("watch", values.timeout),
+  });
+  if (end === "timeout") {
+    console.error(`cw: stopped watching session ${ref}: timed out`);
+    return TIMEOUT_EXIT;
+  }
+  return end === null ? 0 : exitCodeOf(end);
+}
+
+/** Prints a session's output; resolves with how the session ended, if it did. */
+async function streamOutput(
+  client: NodeClient,
+  ref: string,
+  opts: { tail?: number; follow: boolean; raw: boolean; timeoutMs?: number },
+): Promise<Extract<StreamEvent, { type: "exit" }> | "timeout" | null> {
+  const { conn } = await client.stream({
+    op: "logs",
+    session: ref,
+    tail: opts.tail,
+    follow: opts.follow,
+  });
+  const strip = opts.raw ? null : new AnsiStripper();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    if (opts.timeoutMs !== undefined) timer = setTimeout(() => resolve("timeout"), opts.timeoutMs);
+  });
+  const read = (async () => {
+    while (true) {
+      const frame = await conn.next();
+      if (!frame) throw new CwError("node_unavailable", "The node closed the connection");
+      if (frame.kind === FrameKind.DATA) {
+        await writeAll(Deno.stdout, strip ? strip.push(frame.bytes) : frame.bytes);
+      } else if (frame.kind === FrameKind.EVENT) {
+        const e = frame.value as StreamEvent;
+        if (e.type === "exit") return e;
+        if (e.type === "end") return null;
+        if (e.type === "skipped") console.error(`[cw: ${e.bytes} bytes skipped: reader too slow]`);
+      } else if (frame.kind === FrameKind.ERROR) {
+        throw new CwError("internal", String(frame.value.message));
+      }
+    }
+  })();
+  try {
+    return await Promise.race([read, timeout]);
+  } finally {
+    clearTimeout(timer);
+    conn.close();
+  }
+}
+
+// ---------------------------------------------------------------- send
+
+async function send(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("send", args, {
+    stdin: { type: "boolean" },
+    file: { type: "string" },
+    "no-newline": { type: "boolean", short: "n" },
+  });
+  if (positionals.length === 0) throw new UsageError("Missing session", "send");
+  const [ref, ...text] = positionals;
+  const sources = [text.length > 0, values.stdin === true, values.file !== undefined].filter(
+    Boolean,
+  );
+  if (sources.length !== 1) {
+    throw new UsageError("Give exactly one of TEXT, --stdin or --file", "send");
+  }
+  let data: Uint8Array;
+  if (values.file !== undefined) {
+    try {
+      data = await Deno.readFile(values.file);
+    } catch (err) {
+      throw new CwError("not_found", `Cannot read ${values.file}: ${(err as Error).message}`);
+    }
+  } else if (values.stdin) {
+    data = await readAll(Deno.stdin.readable);
+  } else {
+    data = new TextEncoder().encode(text.join(" "));
+  }
+  if (!values["no-newline"] && values.file === undefined && values.stdin !== true) {
+    // Enter is a carriage return: cooked terminals turn it into a newline,
+    // raw-mode programs (agent UIs) expect exactly it.
+    data = concat(data, new Uint8Array([0x0d]));
+  }
+  for (let i = 0; i < data.byteLength || i === 0; i += SEND_CHUNK) {
+    const part = data.subarray(i, i + SEND_CHUNK);
+    await client.request({ op: "send", session: ref, data: part.toBase64() });
+    if (data.byteLength === 0) break;
+  }
+  return 0;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+// ---------------------------------------------------------------- wait
+
+async function wait(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("wait", args, {
+    tag: { type: "string" },
+    condition: { type: "string" },
+    timeout: { type: "string" },
+  });
+  if ((positionals.length > 0) === (values.tag !== undefined)) {
+    throw new UsageError("Give sessions or --tag TAG (not both)", "wait");
+  }
+  const condition = values.condition ?? "all";
+  if (condition !== "all" && condition !== "any") {
+    throw new UsageError(`--condition is all or any, got "${condition}"`, "wait");
+  }
+  const timeoutMs = durationOpt("wait", values.timeout);
+  const { conn } = await client.stream({ op: "info" }); // reachability first, so errors stay errors
+  conn.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const call = client.request<{ sessions: SessionInfo[]; first: number | null }>({
+    op: "wait",
+    sessions: positionals.length ? positionals : undefined,
+    tag: values.tag,
+    condition,
+  });
+  const timeout = new Promise<"timeout">((resolve) => {
+    if (timeoutMs !== undefined) timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  try {
+    const result = await Promise.race([call, timeout]);
+    if (result === "timeout") {
+      console.error(`cw: timed out after ${timeoutMs! / 1000} s`);
+      return TIMEOUT_EXIT;
+    }
+    if (condition === "any") {
+      const first = result.sessions.find((s) => s.id === result.first) ?? result.sessions[0];
+      return exitCodeOf(first);
+    }
+    for (const s of result.sessions) {
+      const code = exitCodeOf(s);
+      if (code !== 0) return code;
+    }
+    return 0;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------- kill
+
+async function kill(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("kill", args, {
+    tag: { type: "string" },
+    all: { type: "boolean" },
+    signal: { type: "string", short: "s" },
+  });
+  const modes = [positionals.length > 0, values.tag !== undefined, values.all === true].filter(
+    Boolean,
+  );
+  if (modes.length !== 1) {
+    throw new UsageError("Give sessions, --tag TAG or --all (one of them)", "kill");
+  }
+  if (values.signal !== undefined) {
+    try {
+      parseSignal(values.signal);
+    } catch (err) {
+      throw new UsageError((err as Error).message, "kill");
+    }
+  }
+  const { sessions } = await client.request<{ sessions: SessionInfo[] }>({
+    op: "kill",
+    sessions: positionals.length ? positionals : undefined,
+    tag: values.tag,
+    all: values.all,
+    signal: values.signal,
+  });
+  if (sessions.length === 0) console.error("No running sessions matched.");
+  for (const s of sessions) {
+    const how = s.status === "running"
+      ? "signalled (still running)"
+      : s.status === "killed"
+      ? `killed (${s.signal})`
+      : `${s.status} (code ${s.exitCode})`;
+    console.error(`Session ${s.id}: ${how}`);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- status
+
+async function status(args: string[], { client }: Ctx): Promise<number> {
+  const { values, positionals } = parse("status", args, {
+    json: { type: "boolean" },
+    lines: { type: "string" },
+  });
+  const ref = needOne("status", positionals, "session");
+  const { session, lastOutput } = await client.request<
+    { session: SessionInfo; lastOutput: string }
+  >({
+    op: "status",
+    session: ref,
+    lines: countOpt("status", "lines", values.lines),
+  });
+  const text = new TextDecoder().decode(new AnsiStripper().push(Uint8Array.fromBase64(lastOutput)));
+  if (values.json) {
+    console.log(JSON.stringify({ ...session, lastOutput: text }));
+    return 0;
+  }
+  const fields: [string, string][] = [
+    ["id", String(session.id)],
+    ["name", session.name ?? "-"],
+    ["status", session.status],
+    ["exit code", session.exitCode === null ? "-" : String(session.exitCode)],
+    ["signal", session.signal ?? "-"],
+    ["pid", session.pid === null ? "-" : String(session.pid)],
+    ["command", session.argv.join(" ")],
+    ["dir", session.dir],
+    ["tags", session.tags.join(",") || "-"],
+    ["started", session.startedAt],
+    ["ended", session.endedAt ?? "-"],
+    ["output", `${session.outputBytes} bytes`],
+  ];
+  for (const [k, v] of fields) console.log(`${(k + ":").padEnd(11)}${v}`);
+  console.log("last output:");
+  for (const line of text.split("\n")) if (line !== "") console.log(`  ${line}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------- stop
+
+async function stop(args: string[], { client, home }: Ctx): Promise<number> {
+  const { positionals } = parse("stop", args, {});
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "stop");
+  }
+  if (!(await nodeRunning(home))) {
+    console.error("No node was running.");
+    return 0;
+  }
+  const info = await client.request<{ pid: number }>({ op: "info" });
+  await client.request({ op: "shutdown" });
+  // the node answers first, then ends its sessions, saves, and removes its
+  // pid file as the last step
+  const { pidFile } = nodePaths(home);
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (!(await exists(pidFile))) {
+      console.error(`Stopped the node (pid ${info.pid}).`);
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new CwError("timeout", `The node (pid ${info.pid}) did not stop within 15 s`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

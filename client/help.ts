@@ -1,0 +1,87 @@
+/** Help texts of every command, shown by `cw help [COMMAND]` and `--help`. */
+const HELP: Record<string, { usage: string; text: string }> = {
+  launch: {
+    usage:
+      "cw launch [--name NAME] [--dir DIR] [--tag TAG]... [--env K=V]... [--json] -- COMMAND [ARGS...]",
+    text: `Start COMMAND in a new persistent session and print its id on stdout.
+The command is an argv list (no shell); it must exist on PATH or as a path.
+The session gets this shell's environment plus --env, and CW_SESSION_ID,
+CW_SESSION_NAME and TERM. Names: 1-32 of [A-Za-z0-9_-], not only digits,
+unique among running sessions.`,
+  },
+  list: {
+    usage: "cw list [--json] [--tag TAG] [--status running|exited|killed|lost]",
+    text: "List sessions: id, name, status, exit code or signal, age, tags, command.",
+  },
+  attach: {
+    usage: "cw attach [--read-only] [--no-history] SESSION",
+    text: `Connect this terminal to a session: history replay, live output and input.
+Detach with Ctrl+B then d; Ctrl+B Ctrl+B sends a literal Ctrl+B.
+--read-only: watch without typing (enforced by the node).
+When the session ends, attach exits with the session's exit code.`,
+  },
+  logs: {
+    usage: "cw logs SESSION [--tail N] [--follow] [--raw]",
+    text: `Print a session's output log. Terminal escapes are stripped unless --raw.
+--follow keeps printing new output and ends when the session ends.`,
+  },
+  send: {
+    usage: "cw send SESSION [TEXT...] [--stdin] [--file F] [--no-newline]",
+    text: `Type input into a session. TEXT is followed by Enter (a carriage return)
+unless --no-newline; --stdin and --file send their bytes exactly.`,
+  },
+  watch: {
+    usage: "cw watch SESSION [--tail N] [--timeout S] [--raw]",
+    text: `Follow a session's output without attaching (last 20 lines first, escapes
+stripped). Ends when the session ends, with its exit code; 124 on timeout.`,
+  },
+  wait: {
+    usage: "cw wait SESSION... | --tag TAG [--condition all|any] [--timeout S]",
+    text: `Wait for sessions to end. Exits with the session's exit code (for several:
+the first non-zero; with --condition any: the first to end). Killed sessions
+give 128+signal, lost ones 255, a timeout 124.`,
+  },
+  kill: {
+    usage: "cw kill SESSION... | --tag TAG | --all [--signal SIG]",
+    text: `Signal the whole process group of running sessions. Without --signal: SIGHUP
+then SIGTERM, as when a terminal closes. Waits up to 5 s for them to end.`,
+  },
+  status: {
+    usage: "cw status SESSION [--json] [--lines N]",
+    text: "Show a session's pid, directory, output size, exit code and last lines.",
+  },
+  node: {
+    usage: "cw node",
+    text: `Run the node daemon in the foreground. Session commands start it in the
+background when needed. Data lives in $CW_HOME (default ~/.codewire).`,
+  },
+  stop: {
+    usage: "cw stop",
+    text: "Stop the node gracefully: sessions get SIGHUP, metadata is saved.",
+  },
+};
+
+/** Every command name. */
+export const COMMANDS = Object.keys(HELP);
+
+/** The help page of a command, or the overview for `null`. */
+export function helpText(command: string | null): string {
+  if (command !== null) {
+    const h = HELP[command];
+    return `Usage: ${h.usage}\n\n${h.text}`;
+  }
+  const lines = Object.values(HELP).map((h) => `  ${h.usage}`);
+  return `cw — keep terminal programs alive and reachable
+
+Usage: cw COMMAND [OPTIONS]
+
+${lines.join("\n")}
+  cw help [COMMAND]    cw --version
+
+SESSION is a session id or name. Data: $CW_HOME (default ~/.codewire).`;
+}
+
+/** The one-line hint printed after a usage error. */
+export function usageError(command: string | null): string {
+  return command ? `Usage: ${HELP[command].usage}` : "Run 'cw help' for the list of commands.";
+}

@@ -1,0 +1,165 @@
+import { CwError } from "../shared/errors.ts";
+import { fileLogger, type Logger } from "../shared/logger.ts";
+import { ensurePrivateDir, type NodePaths, nodePaths, writeFileAtomic } from "../shared/paths.ts";
+import { VERSION } from "../shared/version.ts";
+import { PtyHost } from "./pty_host.ts";
+import { SessionService } from "./service.ts";
+import { SessionManager } from "./sessions.ts";
+import { MetaStore } from "./store.ts";
+
+/** Node settings; every size has a default. */
+export interface NodeOptions {
+  home: string;
+  /** Echo the log to stderr (foreground `cw node`). */
+  foreground: boolean;
+  ringBytes?: number;
+  logBytes?: number;
+  /** How long sessions get after SIGHUP at shutdown before SIGKILL. */
+  graceMs?: number;
+}
+
+/** In-memory replay per session. */
+export const DEFAULT_RING_BYTES = 1024 * 1024;
+/** On-disk log cap per session. */
+export const DEFAULT_LOG_BYTES = 64 * 1024 * 1024;
+/** How long to wait for another node's lock before giving up. */
+const LOCK_WAIT_MS = 1000;
+
+/**
+ * Runs the node daemon until `cw stop`, SIGTERM or SIGINT; returns the exit
+ * code. One node per data directory: a lock file makes a second one fail at
+ * once, and a socket or pid file left by a crashed node is replaced.
+ */
+export async function runNode(opts: NodeOptions): Promise<number> {
+  ensurePrivateDir(opts.home);
+  const paths = nodePaths(opts.home);
+  const logger = fileLogger(paths.logFile, opts.foreground);
+  const lock = await takeLock(paths);
+  const daemon = new Daemon(paths, logger, opts);
+  try {
+    await daemon.start();
+    logger.info(`node ${VERSION} pid ${Deno.pid} serving ${paths.socket}`);
+    await daemon.finished;
+    return 0;
+  } finally {
+    lock.close();
+  }
+}
+
+async function takeLock(paths: NodePaths): Promise<Deno.FsFile> {
+  const file = await Deno.open(paths.lockFile, {
+    read: true,
+    write: true,
+    create: true,
+    mode: 0o600,
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const locked = await Promise.race([
+    file.lock(true).then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), LOCK_WAIT_MS)),
+  ]);
+  clearTimeout(timer);
+  if (!locked) {
+    let pid = "?";
+    try {
+      pid = Deno.readTextFileSync(paths.pidFile).trim();
+    } catch {
+      // unknown
+    }
+    throw new CwError("name_taken", `A node is already running for ${paths.home} (pid ${pid})`);
+  }
+  return file;
+}
+
+class Daemon {
+  #paths: NodePaths;
+  #logger: Logger;
+  #opts: NodeOptions;
+  #pty = new PtyHost();
+  #manager: SessionManager;
+  #listener: Deno.UnixListener | null = null;
+  #shutdown: Promise<void> | null = null;
+  #done!: () => void;
+  #startedAt = new Date();
+  readonly finished: Promise<void>;
+
+  constructor(paths: NodePaths, logger: Logger, opts: NodeOptions) {
+    this.#paths = paths;
+    this.#logger = logger;
+    this.#opts = opts;
+    this.#manager = new SessionManager({
+      store: new MetaStore(paths.stateFile, paths.sessionsDir, (m) => logger.warn(m)),
+      pty: this.#pty,
+      ringBytes: opts.ringBytes ?? DEFAULT_RING_BYTES,
+      logBytes: opts.logBytes ?? DEFAULT_LOG_BYTES,
+    });
+    this.finished = new Promise((resolve) => this.#done = resolve);
+  }
+
+  async start(): Promise<void> {
+    await this.#pty.ready();
+    this.#manager.load();
+    // we hold the lock, so a socket or pid file here is a crashed node's
+    for (const stale of [this.#paths.socket, this.#paths.pidFile]) {
+      try {
+        Deno.removeSync(stale);
+        this.#logger.warn(`removed stale ${stale}`);
+      } catch {
+        // none
+      }
+    }
+    this.#listener = Deno.listen({ transport: "unix", path: this.#paths.socket });
+    Deno.chmodSync(this.#paths.socket, 0o600);
+    writeFileAtomic(this.#paths.pidFile, `${Deno.pid}\n`);
+
+    const service = new SessionService({
+      manager: this.#manager,
+      logger: this.#logger,
+      requestShutdown: () => void this.shutdown("cw stop"),
+      info: () => ({
+        version: VERSION,
+        pid: Deno.pid,
+        home: this.#paths.home,
+        startedAt: this.#startedAt.toISOString(),
+        ...this.#manager.counts(),
+      }),
+    });
+    this.#accept(this.#listener, service);
+    for (const sig of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(sig, () => void this.shutdown(sig));
+    }
+    // the node outlives the terminal that started it
+    Deno.addSignalListener("SIGHUP", () => {});
+  }
+
+  async #accept(listener: Deno.UnixListener, service: SessionService): Promise<void> {
+    try {
+      for await (const conn of listener) void service.serve(conn);
+    } catch (err) {
+      if (!this.#shutdown) this.#logger.error(`listener failed: ${err}`);
+    }
+  }
+
+  shutdown(reason: string): Promise<void> {
+    this.#shutdown ??= (async () => {
+      this.#logger.info(`shutting down (${reason})`);
+      try {
+        this.#listener?.close();
+      } catch {
+        // closed
+      }
+      await this.#manager.shutdown(this.#opts.graceMs ?? 3000);
+      for (const file of [this.#paths.socket, this.#paths.pidFile]) {
+        try {
+          Deno.removeSync(file);
+        } catch {
+          // gone
+        }
+      }
+      this.#pty.terminate();
+      this.#logger.info("stopped");
+      this.#done();
+    })();
+    return this.#shutdown;
+  }
+}

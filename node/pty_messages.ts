@@ -1,0 +1,25 @@
+/** Messages between the node's main thread and its PTY worker. */
+
+/** main → worker. */
+export type ToWorker =
+  | {
+    t: "spawn";
+    id: number;
+    file: string;
+    args: string[];
+    cwd: string;
+    env: Record<string, string>;
+    cols: number;
+    rows: number;
+  }
+  | { t: "write"; id: number; data: Uint8Array }
+  | { t: "resize"; id: number; cols: number; rows: number }
+  | { t: "close"; id: number };
+
+/** worker → main. */
+export type FromWorker =
+  | { t: "ready" }
+  | { t: "spawned"; id: number; pid: number }
+  | { t: "spawn_error"; id: number; message: string }
+  | { t: "data"; id: number; data: Uint8Array }
+  | { t: "exit"; id: number; exitCode: number; signal: number };

@@ -1,0 +1,276 @@
+import type { Duplex } from "../shared/duplex.ts";
+import { CwError } from "../shared/errors.ts";
+import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
+import {
+  DATA_CHUNK,
+  encodeFrame,
+  type Frame,
+  FrameKind,
+  ProtocolError,
+  type Request,
+  type SessionInfo,
+  type StreamEvent,
+} from "../shared/protocol.ts";
+import type { Logger } from "../shared/logger.ts";
+import { LogReader } from "./output_log.ts";
+import { parseRequest } from "./requests.ts";
+import type { Session } from "./session.ts";
+import type { SessionManager } from "./sessions.ts";
+
+/** How long a new connection may take to say HELLO and its request. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Lines of output `status` includes by default. */
+const STATUS_LINES = 10;
+/** Input accepted in one `send` request, in bytes. */
+const MAX_SEND_BYTES = 128 * 1024;
+
+/** What the service needs from the daemon around it. */
+export interface ServiceHost {
+  manager: SessionManager;
+  logger: Logger;
+  /** Called after a `shutdown` request was answered. */
+  requestShutdown(): void;
+  /** Facts for `info`. */
+  info(): Record<string, unknown>;
+}
+
+/**
+ * The node's session service: serves one protocol connection, whatever
+ * carries it (unix socket, WebSocket, relay stream). Written once; transports
+ * are adapters that hand it a {@link Duplex}.
+ */
+export class SessionService {
+  #host: ServiceHost;
+
+  /** A service over the daemon's manager. */
+  constructor(host: ServiceHost) {
+    this.#host = host;
+  }
+
+  /** Serves one connection to its end; never throws. */
+  async serve(duplex: Duplex): Promise<void> {
+    const conn = new FramedConn(duplex);
+    try {
+      const hello = await withTimeout(conn.next(), HANDSHAKE_TIMEOUT_MS, "handshake");
+      checkHello(hello);
+      await conn.sendJson(FrameKind.HELLO, helloFrame());
+      const frame = await withTimeout(conn.next(), HANDSHAKE_TIMEOUT_MS, "request");
+      if (!frame) return;
+      if (frame.kind !== FrameKind.REQUEST) {
+        throw new CwError("protocol_error", `Expected a REQUEST frame, got kind ${frame.kind}`);
+      }
+      await this.#dispatch(conn, parseRequest(frame.value));
+    } catch (err) {
+      if (err instanceof CwError || err instanceof ProtocolError) {
+        await conn.sendError(err.code, err.message);
+      } else if (!conn.closed) {
+        this.#host.logger.error(`request failed: ${(err as Error)?.stack ?? err}`);
+        await conn.sendError("internal", `Internal error: ${(err as Error)?.message ?? err}`);
+      }
+    } finally {
+      conn.close();
+    }
+  }
+
+  async #dispatch(conn: FramedConn, req: Request): Promise<void> {
+    const m = this.#host.manager;
+    const respond = (value: unknown) => conn.sendJson(FrameKind.RESPONSE, value);
+    switch (req.op) {
+      case "launch": {
+        if (!req.dir) throw new CwError("bad_request", 'Missing field "dir"');
+        const info = await m.launch({
+          argv: req.argv,
+          name: req.name,
+          dir: req.dir,
+          tags: req.tags ?? [],
+          env: req.env ?? {},
+          cols: req.cols ?? 80,
+          rows: req.rows ?? 24,
+        });
+        this.#host.logger.info(`launched session ${info.id}: ${JSON.stringify(info.argv[0])}`);
+        return respond({ session: info });
+      }
+      case "list":
+        return respond({ sessions: m.list(req).map((s) => s.info()) });
+      case "status": {
+        const s = m.resolve(req.session);
+        const reader = new LogReader(s.dir);
+        try {
+          const start = await reader.tailStart(req.lines ?? STATUS_LINES);
+          const tail = await reader.readAt(start, reader.size - start);
+          return respond({ session: s.info(), lastOutput: tail.toBase64() });
+        } finally {
+          reader.close();
+        }
+      }
+      case "kill":
+        return respond({ sessions: await m.kill(req, req.signal) });
+      case "send": {
+        const s = m.resolve(req.session);
+        let data: Uint8Array;
+        try {
+          data = Uint8Array.fromBase64(req.data);
+        } catch {
+          throw new CwError("bad_request", 'Field "data" must be base64');
+        }
+        if (data.byteLength > MAX_SEND_BYTES) {
+          throw new CwError("bad_request", `At most ${MAX_SEND_BYTES} bytes per send request`);
+        }
+        m.write(s, data);
+        return respond({ session: s.info(), bytes: data.byteLength });
+      }
+      case "wait":
+        return await this.#wait(conn, req);
+      case "attach":
+        return await this.#attach(conn, req);
+      case "logs":
+        return await this.#logs(conn, req);
+      case "info":
+        return respond(this.#host.info());
+      case "shutdown":
+        await respond({ ok: true });
+        this.#host.requestShutdown();
+        return;
+    }
+  }
+
+  async #wait(conn: FramedConn, req: Extract<Request, { op: "wait" }>): Promise<void> {
+    const m = this.#host.manager;
+    let sessions: Session[];
+    if (req.sessions?.length) sessions = req.sessions.map((ref) => m.resolve(ref));
+    else if (req.tag) sessions = m.list({ tag: req.tag });
+    else throw new CwError("bad_request", "Say which sessions to wait for: ids or names, or --tag");
+    if (sessions.length === 0) {
+      throw new CwError("not_found", `No session has the tag "${req.tag}"`);
+    }
+
+    let first: number | null = null;
+    const ends = sessions.map((s) => s.ended().then(() => first ??= s.meta.id));
+    const done = req.condition === "any" ? Promise.race(ends) : Promise.all(ends);
+    // a client that goes away (e.g. its --timeout) ends the wait
+    const gone = conn.next().then(() => "gone" as const);
+    if (await Promise.race([done.then(() => "done" as const), gone]) === "gone") return;
+    await conn.sendJson(FrameKind.RESPONSE, {
+      sessions: sessions.map((s) => s.info()),
+      first,
+    });
+  }
+
+  async #attach(conn: FramedConn, req: Extract<Request, { op: "attach" }>): Promise<void> {
+    const m = this.#host.manager;
+    const s = m.resolve(req.session);
+    if (!s.running) {
+      throw new CwError(
+        "not_running",
+        `Cannot attach to session "${s.meta.id}": the session has ${
+          s.meta.status === "lost" ? "been lost" : "ended"
+        }`,
+      );
+    }
+    const readOnly = req.readOnly === true;
+    let from = req.history === false ? s.ring.end : req.from ?? s.ring.start;
+    from = Math.min(Math.max(from, s.ring.start), s.ring.end);
+    const skipped = req.from !== undefined && req.from < s.ring.start ? s.ring.start - req.from : 0;
+    await conn.sendJson(FrameKind.RESPONSE, { session: s.info(), offset: from, skipped });
+    if (!readOnly && req.cols && req.rows) {
+      // a size change makes full-screen programs redraw for the new viewer
+      m.resize(s, req.cols, Math.max(1, req.rows - 1));
+      m.resize(s, req.cols, req.rows);
+    }
+    const stop = new AbortController();
+    const input = (async () => {
+      while (true) {
+        const frame = await conn.next();
+        if (!frame) break;
+        // read-only is enforced here, in the node: input and resizes go nowhere
+        if (readOnly) continue;
+        if (frame.kind === FrameKind.DATA) m.write(s, frame.bytes);
+        else if (frame.kind === FrameKind.EVENT) {
+          onEvent(frame, (cols, rows) => m.resize(s, cols, rows));
+        } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
+      }
+    })().finally(() => stop.abort());
+    await Promise.race([pump(conn, s, from, stop.signal), input]);
+    stop.abort();
+  }
+
+  async #logs(conn: FramedConn, req: Extract<Request, { op: "logs" }>): Promise<void> {
+    const s = this.#host.manager.resolve(req.session);
+    // The log is written synchronously with the ring, so the files' sizes now
+    // end exactly at ring.end: disk up to there, then the ring, nothing twice.
+    const reader = new LogReader(s.dir);
+    const liveFrom = s.ring.end;
+    try {
+      const start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
+      await conn.sendJson(FrameKind.RESPONSE, { session: s.info() });
+      for await (const block of reader.stream(start)) await conn.sendData(block);
+    } finally {
+      reader.close();
+    }
+    if (!req.follow) {
+      await sendEvent(conn, { type: "end" });
+      return;
+    }
+    const stop = new AbortController();
+    const gone = conn.next().finally(() => stop.abort());
+    await Promise.race([pump(conn, s, liveFrom, stop.signal), gone]);
+    stop.abort();
+  }
+}
+
+/**
+ * Sends a session's output from offset `pos` as fast as this connection takes
+ * it, until the session ends or `signal` aborts. Each reader has its own
+ * position in the ring; one that falls behind is told how much it missed.
+ */
+async function pump(conn: FramedConn, s: Session, pos: number, signal: AbortSignal): Promise<void> {
+  const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+  while (!signal.aborted) {
+    if (pos < s.ring.start) {
+      await sendEvent(conn, { type: "skipped", bytes: s.ring.start - pos, offset: s.ring.start });
+      pos = s.ring.start;
+    }
+    if (pos < s.ring.end) {
+      const chunk = s.ring.read(pos, DATA_CHUNK);
+      await conn.send(encodeFrame(FrameKind.DATA, chunk));
+      pos += chunk.byteLength;
+      continue;
+    }
+    if (!s.running) {
+      const { status, exitCode, signal: sig } = s.meta;
+      await sendEvent(conn, { type: "exit", status, exitCode, signal: sig });
+      return;
+    }
+    await Promise.race([s.changed(), aborted]);
+  }
+}
+
+function sendEvent(conn: FramedConn, event: StreamEvent): Promise<void> {
+  return conn.sendJson(FrameKind.EVENT, event);
+}
+
+function onEvent(frame: Frame, resize: (cols: number, rows: number) => void): void {
+  if (frame.kind !== FrameKind.EVENT) return;
+  const e = frame.value;
+  if (e.type === "resize") {
+    const ok = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 10000;
+    if (!ok(e.cols) || !ok(e.rows)) throw new CwError("bad_request", "Invalid resize event");
+    resize(e.cols as number, e.rows as number);
+  }
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new CwError("timeout", `No ${what} within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export type { SessionInfo };

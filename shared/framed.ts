@@ -1,0 +1,137 @@
+import type { Duplex } from "./duplex.ts";
+import {
+  DATA_CHUNK,
+  encodeFrame,
+  encodeJson,
+  type ErrorCode,
+  type Frame,
+  FrameDecoder,
+  FrameKind,
+  type Hello,
+  PROTOCOL_MAGIC,
+  PROTOCOL_VERSION,
+  ProtocolError,
+} from "./protocol.ts";
+import { CwError } from "./errors.ts";
+import { VERSION } from "./version.ts";
+
+/**
+ * Frames over a {@link Duplex}: one reader, one writer, PING answered
+ * automatically. `send*` resolve once the transport accepted the bytes, which
+ * is the backpressure every stream in cw relies on.
+ */
+export class FramedConn {
+  #duplex: Duplex;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #decoder = new FrameDecoder();
+  #queue: Frame[] = [];
+  #closed = false;
+
+  /** Wraps a duplex; the framed connection owns it from now on. */
+  constructor(duplex: Duplex) {
+    this.#duplex = duplex;
+    this.#reader = duplex.readable.getReader();
+    this.#writer = duplex.writable.getWriter();
+  }
+
+  /**
+   * Next frame, or `null` at end of stream. Throws {@link ProtocolError} on
+   * malformed input.
+   */
+  async next(): Promise<Frame | null> {
+    while (true) {
+      const frame = this.#queue.shift();
+      if (frame) {
+        if (frame.kind === FrameKind.PING) {
+          this.send(encodeFrame(FrameKind.PONG, frame.bytes)).catch(() => {});
+          continue;
+        }
+        return frame;
+      }
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await this.#reader.read();
+      } catch {
+        return null; // reset by peer is an end of stream for us
+      }
+      if (chunk.done) return null;
+      this.#queue.push(...this.#decoder.push(chunk.value));
+    }
+  }
+
+  /** Writes pre-encoded frame bytes. */
+  async send(bytes: Uint8Array): Promise<void> {
+    if (this.#closed) throw new CwError("internal", "Connection is closed");
+    await this.#writer.write(bytes);
+  }
+
+  /** Sends a JSON frame. */
+  sendJson(kind: FrameKind, value: unknown): Promise<void> {
+    return this.send(encodeJson(kind, value));
+  }
+
+  /** Sends bytes as DATA frames of at most {@link DATA_CHUNK} bytes. */
+  async sendData(bytes: Uint8Array): Promise<void> {
+    for (let i = 0; i < bytes.byteLength; i += DATA_CHUNK) {
+      await this.send(encodeFrame(FrameKind.DATA, bytes.subarray(i, i + DATA_CHUNK)));
+    }
+  }
+
+  /** Sends an ERROR frame; never throws. */
+  async sendError(code: ErrorCode, message: string): Promise<void> {
+    try {
+      await this.sendJson(FrameKind.ERROR, { code, message });
+    } catch {
+      // the peer is gone; nothing to tell
+    }
+  }
+
+  /** Closes the connection and its transport. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#reader.cancel().catch(() => {});
+    this.#writer.close().catch(() => {});
+    try {
+      this.#duplex.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+}
+
+/** The HELLO this build sends. */
+export function helloFrame(): Hello {
+  return { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, agent: `cw/${VERSION}` };
+}
+
+/** Checks a peer's HELLO; throws a {@link CwError} when it cannot be spoken to. */
+export function checkHello(frame: Frame | null): Hello {
+  if (!frame) throw new CwError("protocol_error", "Connection closed before the handshake");
+  if (frame.kind === FrameKind.ERROR) throw errorFromFrame(frame.value);
+  if (frame.kind !== FrameKind.HELLO || frame.value.magic !== PROTOCOL_MAGIC) {
+    throw new CwError("protocol_error", "The peer does not speak the cw protocol");
+  }
+  if (frame.value.version !== PROTOCOL_VERSION) {
+    throw new CwError(
+      "unsupported_version",
+      `Protocol version ${frame.value.version} is not supported (this is ${PROTOCOL_VERSION})`,
+    );
+  }
+  return frame.value as unknown as Hello;
+}
+
+/** Turns an ERROR frame's payload into a {@link CwError}. */
+export function errorFromFrame(value: Record<string, unknown>): CwError {
+  const code = typeof value.code === "string" ? value.code as ErrorCode : "internal";
+  const message = typeof value.message === "string" ? value.message : "Unknown error";
+  return new CwError(code, message);
+}
+
+export { ProtocolError };
