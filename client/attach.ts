@@ -77,7 +77,7 @@ export async function attach(
     const result = await Promise.race([detached, ended]);
     if (result === "detach") {
       restore(tty);
-      console.error(`[detached from session ${info.id}]`);
+      console.error(`\n[detached from session ${info.id}]`);
       return 0;
     }
     restore(tty);
@@ -86,7 +86,7 @@ export async function attach(
       return 1;
     }
     const code = exitCodeOf(result);
-    console.error(`[session ${info.id} ${describeEnd(result)}]`);
+    console.error(`\n[session ${info.id} ${describeEnd(result)}]`);
     return code;
   } finally {
     restore(tty);

@@ -125,7 +125,7 @@ function parse<
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError((err as Error).message.replace(/\. To specify.*$/s, ""), command);
+    throw new UsageError((err as Error).message.split("\n")[0], command);
   }
 }
 

@@ -2,6 +2,7 @@ import { CwError } from "../shared/errors.ts";
 import { fileLogger, type Logger } from "../shared/logger.ts";
 import { ensurePrivateDir, type NodePaths, nodePaths, writeFileAtomic } from "../shared/paths.ts";
 import { VERSION } from "../shared/version.ts";
+import { loadConfig, type NodeConfig } from "./config.ts";
 import { PtyHost } from "./pty_host.ts";
 import { SessionService } from "./service.ts";
 import { SessionManager } from "./sessions.ts";
@@ -12,16 +13,10 @@ export interface NodeOptions {
   home: string;
   /** Echo the log to stderr (foreground `cw node`). */
   foreground: boolean;
-  ringBytes?: number;
-  logBytes?: number;
   /** How long sessions get after SIGHUP at shutdown before SIGKILL. */
   graceMs?: number;
 }
 
-/** In-memory replay per session. */
-export const DEFAULT_RING_BYTES = 1024 * 1024;
-/** On-disk log cap per session. */
-export const DEFAULT_LOG_BYTES = 64 * 1024 * 1024;
 /** How long to wait for another node's lock before giving up. */
 const LOCK_WAIT_MS = 1000;
 
@@ -34,8 +29,9 @@ export async function runNode(opts: NodeOptions): Promise<number> {
   ensurePrivateDir(opts.home);
   const paths = nodePaths(opts.home);
   const logger = fileLogger(paths.logFile, opts.foreground);
+  const config = loadConfig(opts.home);
   const lock = await takeLock(paths);
-  const daemon = new Daemon(paths, logger, opts);
+  const daemon = new Daemon(paths, logger, opts, config);
   try {
     await daemon.start();
     logger.info(`node ${VERSION} pid ${Deno.pid} serving ${paths.socket}`);
@@ -83,15 +79,15 @@ class Daemon {
   #startedAt = new Date();
   readonly finished: Promise<void>;
 
-  constructor(paths: NodePaths, logger: Logger, opts: NodeOptions) {
+  constructor(paths: NodePaths, logger: Logger, opts: NodeOptions, config: NodeConfig) {
     this.#paths = paths;
     this.#logger = logger;
     this.#opts = opts;
     this.#manager = new SessionManager({
       store: new MetaStore(paths.stateFile, paths.sessionsDir, (m) => logger.warn(m)),
       pty: this.#pty,
-      ringBytes: opts.ringBytes ?? DEFAULT_RING_BYTES,
-      logBytes: opts.logBytes ?? DEFAULT_LOG_BYTES,
+      ringBytes: config.sessionRingBytes,
+      logBytes: config.sessionLogBytes,
     });
     this.finished = new Promise((resolve) => this.#done = resolve);
   }
