@@ -32,12 +32,23 @@ export function localDialer(home: string, autostart: boolean): Dialer {
     if (conn) return conn;
     if (!autostart) throw new CwError("node_unavailable", "No node is running");
     ensurePrivateDir(home);
-    startNode(home);
+    const child = startNode(home);
+    let exited: Deno.CommandStatus | null = null;
+    child.status.then((s) => exited = s);
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 100)) {
       await new Promise((r) => setTimeout(r, delay));
       const c = await connectSocket(socket);
       if (c) return c;
+      if (exited) {
+        // another client's node may have won the race for the lock
+        const again = await connectSocket(socket);
+        if (again) return again;
+        throw new CwError(
+          "node_unavailable",
+          `The node failed to start: ${lastLogLine(logFile)} (see ${logFile})`,
+        );
+      }
     }
     throw new CwError(
       "node_unavailable",
@@ -53,8 +64,17 @@ export async function nodeRunning(home: string): Promise<boolean> {
   return conn !== null;
 }
 
+function lastLogLine(logFile: string): string {
+  try {
+    const lines = Deno.readTextFileSync(logFile).trimEnd().split("\n");
+    return lines.at(-1)?.replace(/^\S+ \S+ /, "").replace(/^node failed to start: /, "") ?? "";
+  } catch {
+    return "no log";
+  }
+}
+
 /** Starts `cw node` detached from this process and its terminal. */
-function startNode(home: string): void {
+function startNode(home: string): Deno.ChildProcess {
   const [cmd, ...args] = selfCommand();
   const child = new Deno.Command(cmd, {
     args: [...args, "node"],
@@ -65,6 +85,7 @@ function startNode(home: string): void {
     detached: true,
   }).spawn();
   child.unref();
+  return child;
 }
 
 /**

@@ -92,26 +92,27 @@ export class LogReader {
     this.#parts = [];
   }
 
-  /** Reads up to `len` bytes at virtual position `pos`. */
+  /** Reads up to `len` bytes at virtual position `pos`, across files. */
   async readAt(pos: number, len: number): Promise<Uint8Array> {
+    const out = new Uint8Array(Math.max(0, Math.min(len, this.size - pos)));
+    let got = 0;
     let base = 0;
     for (const part of this.#parts) {
-      if (pos < base + part.size) {
-        const want = Math.min(len, base + part.size - pos);
-        const buf = new Uint8Array(want);
-        await part.file.seek(pos - base, Deno.SeekMode.Start);
-        let got = 0;
-        while (got < want) {
-          const n = await part.file.read(buf.subarray(got));
-          if (n === null) break;
+      const at = pos + got;
+      if (got < out.byteLength && at < base + part.size) {
+        await part.file.seek(at - base, Deno.SeekMode.Start);
+        const end = Math.min(out.byteLength, got + base + part.size - at);
+        while (got < end) {
+          const n = await part.file.read(out.subarray(got, end));
+          if (n === null) return out.subarray(0, got);
           got += n;
         }
-        return buf.subarray(0, got);
       }
       base += part.size;
     }
-    return new Uint8Array(0);
+    return out.subarray(0, got);
   }
+
   /**
    * Position where the last `lines` lines start. A trailing newline ends the
    * last line rather than starting an empty one.

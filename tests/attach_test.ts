@@ -69,10 +69,11 @@ async function startPane(
   const bin = `${home.root}/bin`;
   await Deno.mkdir(bin, { recursive: true });
   await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
-  await tmux.start(name, BASH.map(shellQuote).join(" "), cols, rows, {
+  // tmux runs the command with `$SHELL -c`, and a non-interactive bash drops PS1
+  const shell = ["env", "PS1=pane$ ", ...BASH].map(shellQuote).join(" ");
+  await tmux.start(name, shell, cols, rows, {
     CW_HOME: home.home,
     PATH: `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-    PS1: "pane$ ",
     HISTFILE: "",
   });
   await tmux.waitFor(name, "pane$ ");

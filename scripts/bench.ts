@@ -1,0 +1,491 @@
+/**
+ * Standalone benchmark report (`deno task bench`): keystroke echo and output
+ * throughput through `cw attach` against a bare PTY and `tmux attach`, the
+ * latency of `cw launch` and `cw list`, and the node's memory per idle
+ * session — all on this machine, in one run. Prints a table with PASS/MISS per
+ * target and writes the figures to `bench-results/standalone.json`.
+ *
+ * It is a report, not a test: a MISS does not fail the run; an error does.
+ */
+import { fileURLToPath } from "node:url";
+import { localDialer } from "../client/local.ts";
+import { NodeClient } from "../client/node_client.ts";
+import { CW_ARGV, CwHome, Tmux } from "../tests/helpers.ts";
+import {
+  CAT_SCRIPT,
+  ECHO_SCRIPT,
+  type EchoResult,
+  measureEcho,
+  measureThroughput,
+  MIB,
+  percentile,
+  READY,
+  type ThroughputRun,
+  timed,
+} from "./bench/measure.ts";
+import { Terminal } from "./bench/terminal.ts";
+
+/** Size of the file the throughput runs cat. */
+const FILE_BYTES = 50 * MIB;
+const ECHO_WARMUP = 100;
+const ECHO_SAMPLES = 1000;
+const THROUGHPUT_RUNS = 3;
+const LAUNCH_RUNS = 20;
+const IDLE_SESSIONS = 200;
+const LIST_RUNS = 10;
+/** Parallel `cw launch` processes when filling the node with idle sessions (2 cores). */
+const LAUNCH_CONCURRENCY = 4;
+const COLS = 200;
+const ROWS = 50;
+
+const TARGETS = {
+  echoP50Ms: 0.5,
+  echoP99Ms: 2,
+  throughputOfBare: 0.75,
+  rssPerSessionKiB: 1024,
+  listMs: 50,
+};
+
+const RESULTS_FILE = fileURLToPath(new URL("../bench-results/standalone.json", import.meta.url));
+
+type Path = "bare" | "cw" | "tmux";
+const PATHS: Path[] = ["bare", "cw", "tmux"];
+const LABEL: Record<Path, string> = {
+  bare: "bare PTY",
+  cw: "cw attach",
+  tmux: "tmux attach",
+};
+
+/** Everything started by the bench, so that it can be torn down on any exit. */
+class Rig implements AsyncDisposable {
+  readonly root = Deno.makeTempDirSync({ prefix: "cw-bench-" });
+  readonly file = `${this.root}/output.txt`;
+  readonly tmux = new Tmux(this.root);
+  #stack = new AsyncDisposableStack();
+
+  /** Registers something to dispose at the end (last in, first out). */
+  use<T extends AsyncDisposable>(thing: T): T {
+    return this.#stack.use(thing);
+  }
+
+  /** A terminal running `argv`, disposed with the rig unless disposed before. */
+  terminal(argv: string[], env: Record<string, string> = {}): Terminal {
+    const [file, ...args] = argv;
+    return new Terminal(file, args, { cols: COLS, rows: ROWS, env: outerEnv(env), cwd: this.root });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#stack.disposeAsync();
+    await this.tmux[Symbol.asyncDispose]();
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** The environment of a bench terminal: ours, minus anything that says we are nested. */
+function outerEnv(extra: Record<string, string>): Record<string, string> {
+  const env = Deno.env.toObject();
+  for (const k of ["TMUX", "TMUX_PANE", "CW_SESSION_ID", "CW_SESSION_NAME"]) delete env[k];
+  return { ...env, TERM: "xterm-256color", ...extra };
+}
+
+/** Writes `bytes` of base64 text in 76-column lines, like `base64` prints. */
+async function writeTextFile(path: string, bytes: number): Promise<void> {
+  const raw = new Uint8Array(57 * 1024);
+  crypto.getRandomValues(raw.subarray(0, 57 * 1024 / 2));
+  crypto.getRandomValues(raw.subarray(57 * 1024 / 2));
+  const b64 = raw.toBase64();
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += 76) lines.push(b64.slice(i, i + 76));
+  const block = new TextEncoder().encode(lines.join("\n") + "\n");
+  using f = await Deno.open(path, { write: true, create: true, truncate: true });
+  let left = bytes;
+  while (left > 0) {
+    const part = block.subarray(0, Math.min(left, block.byteLength));
+    let off = 0;
+    while (off < part.byteLength) off += await f.write(part.subarray(off));
+    left -= part.byteLength;
+  }
+}
+
+/**
+ * VmRSS of a process in KiB. Read through `cat`: Deno only lets a process read
+ * another's /proc entries with --allow-all.
+ */
+async function rssKiB(pid: number): Promise<number> {
+  const status = await output("cat", [`/proc/${pid}/status`]);
+  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
+  if (!m) throw new Error(`No VmRSS in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+function nodePidOf(home: CwHome): number {
+  const pid = home.nodePid();
+  if (!pid) throw new Error(`No node is running for ${home.home}`);
+  return pid;
+}
+
+async function output(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "?";
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---------------------------------------------------------------- echo and throughput
+
+interface IoResults {
+  echo: Record<Path, EchoResult>;
+  throughput: Record<Path, { runs: ThroughputRun[]; median: ThroughputRun }>;
+  nodeRssKiB: { beforeThroughput: number; afterThroughput: number };
+}
+
+async function measureIo(rig: Rig): Promise<IoResults> {
+  const home = rig.use(new CwHome());
+  const cwAttach = (id: number) => [...CW_ARGV, "attach", String(id)];
+  const tmuxAttach = (name: string) => ["tmux", "-S", rig.tmux.socket, "attach", "-t", name];
+  const cwEnv = { CW_HOME: home.home };
+
+  // a tmux server of our own, without user config or status line; the idle
+  // "keep" session holds it up while the measured sessions come and go
+  await rig.tmux.cmd("-f", "/dev/null", "new-session", "-d", "-s", "keep", "sleep", "3600");
+  await rig.tmux.cmd("set-option", "-g", "status", "off");
+  const tmuxSession = async (name: string, argv: string[]) => {
+    await rig.tmux.cmd("new-session", "-d", "-s", name, "-x", `${COLS}`, "-y", `${ROWS}`, ...argv);
+  };
+
+  // --- echo
+  const echoArgv = ["sh", "-c", ECHO_SCRIPT];
+  const echoId = await home.launch(echoArgv);
+  await tmuxSession("echo", echoArgv);
+  const echo = {} as Record<Path, EchoResult>;
+  for (const path of PATHS) {
+    const argv = path === "bare" ? echoArgv : path === "cw" ? cwAttach(echoId) : tmuxAttach("echo");
+    await using term = rig.terminal(argv, cwEnv);
+    await term.expectText(READY, { timeoutMs: 20_000 });
+    await term.settle(200, 3000);
+    echo[path] = await measureEcho(term, ECHO_WARMUP, ECHO_SAMPLES);
+    progress(`echo ${LABEL[path]}: p50 ${fmtMs(echo[path].p50Ms)}`);
+  }
+  await home.ok(["kill", String(echoId)]);
+
+  // --- throughput: runs interleaved so that drift on the machine hits every path alike
+  const catArgv = ["sh", "-c", CAT_SCRIPT, "sh", rig.file];
+  const runs: Record<Path, ThroughputRun[]> = { bare: [], cw: [], tmux: [] };
+  const beforeThroughput = await rssKiB(nodePidOf(home));
+  for (let i = 0; i < THROUGHPUT_RUNS; i++) {
+    for (const path of PATHS) {
+      let argv = catArgv;
+      if (path === "cw") argv = cwAttach(await home.launch(catArgv));
+      if (path === "tmux") {
+        await tmuxSession(`cat${i}`, catArgv);
+        argv = tmuxAttach(`cat${i}`);
+      }
+      await using term = rig.terminal(argv, cwEnv);
+      const run = await measureThroughput(term, FILE_BYTES);
+      runs[path].push(run);
+      progress(`throughput ${LABEL[path]} run ${i + 1}: ${run.mibPerS.toFixed(1)} MiB/s`);
+    }
+  }
+  await sleep(500);
+  const afterThroughput = await rssKiB(nodePidOf(home));
+  const throughput = {} as IoResults["throughput"];
+  for (const path of PATHS) {
+    const sorted = [...runs[path]].sort((a, b) => a.mibPerS - b.mibPerS);
+    throughput[path] = { runs: runs[path], median: sorted[Math.floor(sorted.length / 2)] };
+  }
+  await home[Symbol.asyncDispose]();
+  return { echo, throughput, nodeRssKiB: { beforeThroughput, afterThroughput } };
+}
+
+// ---------------------------------------------------------------- launch, list, memory
+
+interface ControlResults {
+  launchMs: { p50: number; max: number; runs: number };
+  startupMs: { p50: number; runs: number };
+  list: { sessions: number; cliP50Ms: number; requestP50Ms: number; runs: number };
+  rss: { beforeKiB: number; afterKiB: number; sessions: number; perSessionKiB: number };
+  stopMs: number;
+}
+
+async function measureControl(rig: Rig): Promise<ControlResults> {
+  const home = rig.use(new CwHome());
+  const idle = ["sleep", "3600"];
+  await home.ok(["list"]); // starts the node
+  const nodePid = nodePidOf(home);
+  await sleep(500);
+  const beforeKiB = await rssKiB(nodePid);
+
+  const launches: number[] = [];
+  for (let i = 0; i < LAUNCH_RUNS; i++) {
+    launches.push((await timed(() => home.launch(idle))).ms);
+  }
+  progress(`cw launch p50 ${fmtMs(percentile(launches, 50))}`);
+  const startups: number[] = [];
+  for (let i = 0; i < 10; i++) startups.push((await timed(() => home.ok(["--version"]))).ms);
+
+  let next = LAUNCH_RUNS;
+  await Promise.all(Array.from({ length: LAUNCH_CONCURRENCY }, async () => {
+    while (next < IDLE_SESSIONS) {
+      next++;
+      await home.launch(idle);
+    }
+  }));
+  await sleep(1000);
+  const afterKiB = await rssKiB(nodePid);
+  progress(`node RSS ${beforeKiB} → ${afterKiB} KiB with ${IDLE_SESSIONS} sessions`);
+
+  const listCli: number[] = [];
+  for (let i = 0; i < LIST_RUNS; i++) {
+    const { ms, value } = await timed(() => home.ok(["list"]));
+    const rows = value.trim().split("\n").length - 1;
+    if (rows !== IDLE_SESSIONS) throw new Error(`cw list showed ${rows} sessions`);
+    listCli.push(ms);
+  }
+  const client = new NodeClient(localDialer(home.home, false));
+  const listRequest: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    listRequest.push((await timed(() => client.request({ op: "list" }))).ms);
+  }
+
+  const stop = await timed(() => home.ok(["stop"], { timeoutMs: 30_000 }));
+  await home[Symbol.asyncDispose]();
+  return {
+    launchMs: { p50: percentile(launches, 50), max: Math.max(...launches), runs: launches.length },
+    startupMs: { p50: percentile(startups, 50), runs: startups.length },
+    list: {
+      sessions: IDLE_SESSIONS,
+      cliP50Ms: percentile(listCli, 50),
+      requestP50Ms: percentile(listRequest, 50),
+      runs: listCli.length,
+    },
+    rss: {
+      beforeKiB,
+      afterKiB,
+      sessions: IDLE_SESSIONS,
+      perSessionKiB: (afterKiB - beforeKiB) / IDLE_SESSIONS,
+    },
+    stopMs: stop.ms,
+  };
+}
+
+// ---------------------------------------------------------------- report
+
+interface Target {
+  name: string;
+  value: string;
+  pass: boolean;
+}
+
+function judge(io: IoResults, ctl: ControlResults): Target[] {
+  const cw = io.throughput.cw.median.mibPerS;
+  const bare = io.throughput.bare.median.mibPerS;
+  const tmux = io.throughput.tmux.median.mibPerS;
+  return [
+    {
+      name: `echo p50 ≤ ${TARGETS.echoP50Ms} ms`,
+      value: fmtMs(io.echo.cw.p50Ms),
+      pass: io.echo.cw.p50Ms <= TARGETS.echoP50Ms,
+    },
+    {
+      name: `echo p99 ≤ ${TARGETS.echoP99Ms} ms`,
+      value: fmtMs(io.echo.cw.p99Ms),
+      pass: io.echo.cw.p99Ms <= TARGETS.echoP99Ms,
+    },
+    {
+      name: `throughput ≥ ${TARGETS.throughputOfBare * 100}% of bare PTY`,
+      value: `${((cw / bare) * 100).toFixed(0)}% (${cw.toFixed(1)} of ${bare.toFixed(1)} MiB/s)`,
+      pass: cw >= TARGETS.throughputOfBare * bare && io.throughput.cw.median.bytesSkipped === 0,
+    },
+    {
+      name: "throughput ≥ tmux",
+      value: `${cw.toFixed(1)} vs ${tmux.toFixed(1)} MiB/s`,
+      pass: cw >= tmux && io.throughput.cw.median.bytesSkipped === 0,
+    },
+    {
+      name: `node RSS ≤ ${TARGETS.rssPerSessionKiB / 1024} MiB per idle session`,
+      value: `${ctl.rss.perSessionKiB.toFixed(0)} KiB`,
+      pass: ctl.rss.perSessionKiB <= TARGETS.rssPerSessionKiB,
+    },
+    {
+      name: `cw list ≤ ${TARGETS.listMs} ms at ${ctl.list.sessions} sessions`,
+      value: `${fmtMs(ctl.list.cliP50Ms)} (CLI wall)`,
+      pass: ctl.list.cliP50Ms <= TARGETS.listMs,
+    },
+  ];
+}
+
+function fmtMs(ms: number): string {
+  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
+  if (ms < 100) return `${ms.toFixed(2)} ms`;
+  return `${ms.toFixed(0)} ms`;
+}
+
+function fmtMiB(bytes: number): string {
+  return `${(bytes / MIB).toFixed(1)} MiB`;
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  return [line(head), ...rows.map(line)].join("\n");
+}
+
+function report(
+  machine: Record<string, string | number>,
+  io: IoResults,
+  ctl: ControlResults,
+  targets: Target[],
+): string {
+  const out: string[] = [];
+  out.push(
+    `cw standalone benchmark — ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, ` +
+      `deno ${machine.deno}, ${machine.tmux}`,
+    "",
+    `Keystroke echo round trip (${ECHO_SAMPLES} samples after ${ECHO_WARMUP} warm-up)`,
+    table(
+      ["path", "p50", "p99", "max", "with redraw"],
+      PATHS.map((p) => [
+        LABEL[p],
+        fmtMs(io.echo[p].p50Ms),
+        fmtMs(io.echo[p].p99Ms),
+        fmtMs(io.echo[p].maxMs),
+        String(io.echo[p].extraOutput),
+      ]),
+    ),
+    "",
+    `Output throughput: cat of ${fmtMiB(FILE_BYTES)} of base64 text ` +
+      `(median of ${THROUGHPUT_RUNS}; runs in MiB/s)`,
+    table(
+      ["path", "MiB/s", "time", "received", "skipped", "runs"],
+      PATHS.map((p) => {
+        const m = io.throughput[p].median;
+        return [
+          LABEL[p],
+          m.mibPerS.toFixed(1),
+          `${m.seconds.toFixed(2)} s`,
+          fmtMiB(m.bytesReceived),
+          fmtMiB(m.bytesSkipped),
+          io.throughput[p].runs.map((r) => r.mibPerS.toFixed(1)).join(" / "),
+        ];
+      }),
+    ),
+    `  node RSS ${io.nodeRssKiB.beforeThroughput} KiB before the cw runs, ` +
+      `${io.nodeRssKiB.afterThroughput} KiB after (their sessions have exited)`,
+    "",
+    "Control commands (wall time of the CLI process, run from source)",
+    table(["what", "p50", "notes"], [
+      [
+        "cw launch",
+        fmtMs(ctl.launchMs.p50),
+        `${ctl.launchMs.runs} runs, max ${fmtMs(ctl.launchMs.max)}`,
+      ],
+      ["cw --version", fmtMs(ctl.startupMs.p50), "process start-up floor, no node contact"],
+      [
+        `cw list (${ctl.list.sessions} sessions)`,
+        fmtMs(ctl.list.cliP50Ms),
+        `${ctl.list.runs} runs`,
+      ],
+      [
+        "list request in-process",
+        fmtMs(ctl.list.requestP50Ms),
+        "dial + HELLO + list over the socket",
+      ],
+      [`cw stop (${ctl.list.sessions} sessions)`, fmtMs(ctl.stopMs), "one run"],
+    ]),
+    "",
+    "Node memory (VmRSS of the node process, worker included)",
+    `  ${ctl.rss.beforeKiB} KiB idle → ${ctl.rss.afterKiB} KiB with ${ctl.rss.sessions} ` +
+      `sleeping sessions = ${ctl.rss.perSessionKiB.toFixed(1)} KiB per session`,
+    "",
+    "Targets",
+    table(
+      ["", "target", "measured"],
+      targets.map((t) => [t.pass ? "PASS" : "MISS", t.name, t.value]),
+    ),
+  );
+  return out.join("\n");
+}
+
+function progress(message: string): void {
+  console.error(`… ${message}`);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const started = performance.now();
+  await using rig = new Rig();
+  const interrupted = new Promise<never>((_, reject) => {
+    Deno.addSignalListener("SIGINT", () => reject(new Error("Interrupted")));
+  });
+  const run = async () => {
+    progress(`writing ${fmtMiB(FILE_BYTES)} to ${rig.file}`);
+    await writeTextFile(rig.file, FILE_BYTES);
+    const io = await measureIo(rig);
+    const ctl = await measureControl(rig);
+    return { io, ctl };
+  };
+  const { io, ctl } = await Promise.race([run(), interrupted]);
+  const machine = {
+    cpu: (Deno.readTextFileSync("/proc/cpuinfo").match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?")
+      .trim(),
+    cores: navigator.hardwareConcurrency,
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    tmux: await output("tmux", ["-V"]),
+    commit: await output("git", [
+      "-C",
+      fileURLToPath(new URL("..", import.meta.url)),
+      "describe",
+      "--always",
+      "--dirty",
+    ]),
+  };
+  const targets = judge(io, ctl);
+  console.log(report(machine, io, ctl, targets));
+  const seconds = (performance.now() - started) / 1000;
+  Deno.mkdirSync(fileURLToPath(new URL("../bench-results/", import.meta.url)), { recursive: true });
+  Deno.writeTextFileSync(
+    RESULTS_FILE,
+    JSON.stringify(
+      {
+        generatedAt: new Date().toISOString(),
+        seconds,
+        machine,
+        settings: {
+          fileBytes: FILE_BYTES,
+          echoWarmup: ECHO_WARMUP,
+          echoSamples: ECHO_SAMPLES,
+          throughputRuns: THROUGHPUT_RUNS,
+          terminal: { cols: COLS, rows: ROWS },
+        },
+        echo: io.echo,
+        throughput: io.throughput,
+        nodeRssDuringThroughputKiB: io.nodeRssKiB,
+        control: ctl,
+        targets,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
+  return 0;
+}
+
+if (import.meta.main) {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (err) {
+    console.error(`bench: ${(err as Error)?.stack ?? err}`);
+  }
+  // node-pty handles may keep the loop alive; everything we started is gone by now
+  Deno.exit(code);
+}
