@@ -24,7 +24,10 @@ export function parseBytes(value: unknown, what: string): number {
     const m = /^([0-9]+)\s*(B|KiB|MiB|GiB)?$/.exec(value.trim());
     if (m && Number(m[1]) > 0) return Number(m[1]) * UNITS[m[2] ?? ""];
   }
-  throw new CwError("bad_request", `Invalid ${what} ${JSON.stringify(value)}: use bytes or e.g. "64MiB"`);
+  throw new CwError(
+    "bad_request",
+    `Invalid ${what} ${JSON.stringify(value)}: use bytes or e.g. "64MiB"`,
+  );
 }
 
 /** Reads the node's config file; a missing file means defaults. */
@@ -42,8 +45,9 @@ export function loadConfig(home: string): NodeConfig {
   }
   const config = { ...DEFAULT_CONFIG };
   for (const [key, value] of Object.entries(raw)) {
-    if (key === "sessionLogBytes" || key === "sessionRingBytes") config[key] = parseBytes(value, key);
-    else throw new CwError("bad_request", `Unknown setting "${key}" in ${path}`);
+    if (key === "sessionLogBytes" || key === "sessionRingBytes") {
+      config[key] = parseBytes(value, key);
+    } else throw new CwError("bad_request", `Unknown setting "${key}" in ${path}`);
   }
   return config;
 }

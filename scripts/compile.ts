@@ -72,6 +72,7 @@ export async function compileTarget(target: string, outDir: string): Promise<Out
 }
 
 function lastLine(s: string, prefer: RegExp): string {
+  // deno-lint-ignore no-control-regex
   const lines = s.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n");
   return lines.find((l) => prefer.test(l))?.trim() ?? lines.at(-1)?.trim() ?? "";
 }

@@ -260,7 +260,7 @@ Deno.test("status shows pid, dir, bytes, last lines and exit code", async () => 
   const human = await home.ok(["status", "st"]);
   assert.match(human, /^status:\s+exited$/m);
   assert.match(human, /^exit code: 2$/m);
-  assert.match(human, /^  row30$/m);
+  assert.match(human, /^ {2}row30$/m);
   const running = await home.launch(["sleep", "30"]);
   const r = await statusJson(home, running);
   assert.ok(r.pid && r.pid > 1);

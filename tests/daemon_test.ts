@@ -4,7 +4,7 @@
  * a protocol peer sending garbage.
  */
 import assert from "node:assert/strict";
-import { CW_ARGV, CwHome, waitFor } from "./helpers.ts";
+import { CwHome, waitFor } from "./helpers.ts";
 import type { SessionInfo } from "../shared/protocol.ts";
 import {
   encodeJson,
