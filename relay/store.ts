@@ -1,0 +1,106 @@
+/**
+ * The relay's state behind one interface of its own, so that another engine
+ * can replace Deno KV later. Secrets are never stored: only SHA-256 hashes of
+ * node credentials and invite tokens.
+ */
+
+/** A registered node. */
+export interface NodeRecord {
+  name: string;
+  /** Hex SHA-256 of the node's credential. */
+  credentialHash: string;
+  createdAt: string;
+  /** Set when an admin revoked the node; its credential stops working. */
+  revokedAt: string | null;
+  lastSeenAt: string | null;
+  lastAddr: string | null;
+  version: string | null;
+}
+
+/** An invite: a token that registers up to `usesLeft` nodes until `expiresAt`. */
+export interface InviteRecord {
+  /** Hex SHA-256 of the token; also its id. */
+  tokenHash: string;
+  usesLeft: number;
+  createdAt: string;
+  expiresAt: string;
+}
+
+/** An SSH public key allowed to log in through the gateway. */
+export interface SshKeyRecord {
+  /** `SHA256:…` fingerprint, as `ssh-keygen -lf` prints it. */
+  fingerprint: string;
+  /** The `authorized_keys` line (type, base64, comment). */
+  line: string;
+  addedBy: string;
+  addedAt: string;
+}
+
+/** Outcome of {@link RelayStore.register}. */
+export type RegisterResult =
+  | { ok: true; node: NodeRecord }
+  | { ok: false; reason: "invite_invalid" | "name_taken" };
+
+/** A KV entry as read. */
+export interface KvEntry {
+  value: Uint8Array;
+  /** Opaque version; changes on every write. */
+  version: string;
+  /** ISO time, or null for no expiry. */
+  expiresAt: string | null;
+}
+
+/** Conditions and options of a KV write. */
+export interface KvSetOptions {
+  /** Expire after this many milliseconds. */
+  ttlMs?: number;
+  /** Compare-and-set: only if the current version is this. */
+  ifVersion?: string;
+  /** Create-only: only if the key does not exist (or has expired). */
+  ifAbsent?: boolean;
+}
+
+/** Outcome of a conditional write or delete. */
+export type KvWriteResult = { ok: true; version: string } | { ok: false; reason: "conflict" | "not_found" };
+
+/** One page of a KV listing. */
+export interface KvPage {
+  entries: { key: string; version: string; expiresAt: string | null; size: number }[];
+  /** Pass back to get the next page; null at the end. */
+  cursor: string | null;
+}
+
+/** A change seen by a KV watch. */
+export interface KvEvent {
+  type: "set" | "delete";
+  ns: string;
+  key: string;
+  version: string | null;
+  expiresAt: string | null;
+}
+
+/** Everything the relay persists. */
+export interface RelayStore extends AsyncDisposable {
+  /** Registers a node with an invite, atomically: a 1-use invite raced by two nodes registers one. */
+  register(inviteHash: string, node: NodeRecord, now: Date): Promise<RegisterResult>;
+  getNode(name: string): Promise<NodeRecord | null>;
+  listNodes(): Promise<NodeRecord[]>;
+  /** Replaces a node record (last seen, revocation …). */
+  putNode(node: NodeRecord): Promise<void>;
+
+  createInvite(invite: InviteRecord): Promise<void>;
+  listInvites(now: Date): Promise<InviteRecord[]>;
+  /** Removes an invite; false if there was none. */
+  revokeInvite(tokenHash: string): Promise<boolean>;
+
+  addSshKey(key: SshKeyRecord): Promise<void>;
+  listSshKeys(): Promise<SshKeyRecord[]>;
+  removeSshKey(fingerprint: string): Promise<boolean>;
+
+  kvGet(ns: string, key: string, now: Date): Promise<KvEntry | null>;
+  kvSet(ns: string, key: string, value: Uint8Array, opts: KvSetOptions, now: Date): Promise<KvWriteResult>;
+  kvDelete(ns: string, key: string, opts: { ifVersion?: string }, now: Date): Promise<KvWriteResult>;
+  kvList(ns: string, prefix: string, limit: number, cursor: string | null, now: Date): Promise<KvPage>;
+  /** Changes to `key` (exact) or to keys starting with `prefix`, until `signal` aborts. */
+  kvWatch(ns: string, match: { key: string } | { prefix: string }, signal: AbortSignal): AsyncIterable<KvEvent>;
+}
