@@ -227,8 +227,11 @@ async function pump(conn: FramedConn, s: Session, pos: number, signal: AbortSign
   const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
   while (!signal.aborted) {
     if (pos < s.ring.start) {
-      await sendEvent(conn, { type: "skipped", bytes: s.ring.start - pos, offset: s.ring.start });
-      pos = s.ring.start;
+      // read start once: the ring moves on while the event is sent
+      const start = s.ring.start;
+      await sendEvent(conn, { type: "skipped", bytes: start - pos, offset: start });
+      pos = start;
+      continue;
     }
     if (pos < s.ring.end) {
       const chunk = s.ring.read(pos, DATA_CHUNK);

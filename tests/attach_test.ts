@@ -69,14 +69,12 @@ async function startPane(
   const bin = `${home.root}/bin`;
   await Deno.mkdir(bin, { recursive: true });
   await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
-  // tmux runs the command with `$SHELL -c`, and a non-interactive bash drops PS1
-  const shell = ["env", "PS1=pane$ ", ...BASH].map(shellQuote).join(" ");
-  await tmux.start(name, shell, cols, rows, {
-    CW_HOME: home.home,
-    PATH: `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-    HISTFILE: "",
-  });
-  await tmux.waitFor(name, "pane$ ");
+  // set on the command line, not with tmux -e: tmux puts its client's PATH in
+  // new panes, and runs the command with `$SHELL -c`, whose bash drops PS1
+  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+  const shell = ["env", `PATH=${path}`, "PS1=pane$ ", ...BASH].map(shellQuote).join(" ");
+  await tmux.start(name, shell, cols, rows, { CW_HOME: home.home, HISTFILE: "" });
+  await tmux.waitFor(name, "pane$");
 }
 
 /** Types a line and presses Enter. */
@@ -121,6 +119,8 @@ class Collector {
   bytes = 0;
   skipped = 0;
   exit: Extract<StreamEvent, { type: "exit" }> | null = null;
+  /** The first `skipped` event, and how many bytes had arrived before it. */
+  firstSkip: { bytes: number; after: number } | null = null;
   ended = false;
   readonly done: Promise<void>;
   #keep: number;
@@ -152,7 +152,10 @@ class Collector {
           this.#pongs.add(frame.bytes.toHex());
         } else if (frame.kind === FrameKind.EVENT) {
           const e = frame.value as StreamEvent;
-          if (e.type === "skipped") this.skipped += e.bytes;
+          if (e.type === "skipped") {
+            this.firstSkip ??= { bytes: e.bytes, after: this.bytes };
+            this.skipped += e.bytes;
+          }
           if (e.type === "exit") this.exit = e;
         }
       }
@@ -221,7 +224,7 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
 
   await startPane(tmux, home, "t");
   await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
-  await tmux.waitFor("t", "sess$ ");
+  await tmux.waitFor("t", "sess$");
 
   // typing reaches the session, its output reaches the terminal
   await typeLine(tmux, "t", "echo hello-$((6*7))");
@@ -256,7 +259,7 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
 
   // Ctrl+B Ctrl+B sends one Ctrl+B; Ctrl+B then another key sends both
   await typeLine(tmux, "t", "od -c");
-  await tmux.waitFor("t", /^od -c\s*$/m);
+  await tmux.waitFor("t", /^sess\$ od -c\s*$/m);
   await tmux.keys("t", ["C-b", "C-b", "C-b", "x", "Enter", "C-d"]);
   await tmux.waitFor("t", /^0000000\s+002\s+002\s+x\s+\\n\s*$/m);
   await tmux.keys("t", ["C-b", "d"]);
@@ -279,7 +282,7 @@ Deno.test("attach exits with the session's exit code when the session ends", asy
   const id = await launchBash(home, "sess$ ");
   await startPane(tmux, home, "t");
   await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
-  await tmux.waitFor("t", "sess$ ");
+  await tmux.waitFor("t", "sess$");
 
   await typeLine(tmux, "t", "exit 42");
   const pane = await tmux.waitFor("t", /^ATTACH-EXIT=42$/m);
@@ -293,7 +296,7 @@ Deno.test("attach --read-only in a terminal: sees output, typing reaches nothing
   await using home = new CwHome();
   await using tmux = new Tmux(home.root);
   const id = await launchBash(home, "sess$ ");
-  await home.ok(["send", id, "stty size; echo SIZE-$((1+1))"].map(String));
+  await home.ok(["send", String(id), "stty size; echo SIZE-$((1+1))"]);
   const sizeBefore = sttySizeBefore(await waitForLog(home, id, "SIZE-2"), "SIZE-2");
 
   // a viewer whose terminal differs from the session's size
@@ -377,7 +380,7 @@ Deno.test("a viewer that stops reading stalls nobody: other attachers and cw lis
   const r = new Collector(reader.conn, reader.offset, 64 * 1024);
   await startPane(tmux, home, "t");
   await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
-  await tmux.waitFor("t", "sess$ ");
+  await tmux.waitFor("t", "sess$");
 
   const FLOOD = 50_000_000;
   await home.ok([
@@ -404,28 +407,28 @@ Deno.test("a viewer that stops reading stalls nobody: other attachers and cw lis
   // the reading attachers get to the end
   await r.waitText("FLOOD-END-42\r\n", 60_000);
   await tmux.waitFor("t", /^FLOOD-END-42$/m, 60_000);
+  let s: SessionInfo | undefined;
   const produced = await waitFor("the reader to account for every byte", async () => {
-    const s = await sessionInfo(home, id);
+    s = await sessionInfo(home, id);
     return r.position === s.outputBytes ? s.outputBytes : null;
+  }).catch((err) => {
+    throw new Error(
+      `${err.message}: reader at ${r.position} (${r.bytes} + ${r.skipped} from ${r.offset}), session ${s?.outputBytes}`,
+    );
   });
   assert.ok(produced > FLOOD, `produced ${produced} bytes`);
   assert.ok(r.bytes > 0);
 
   // the stalled viewer was not buffered for: it resumes with a skip notice
-  let before = 0;
-  let skip: Extract<StreamEvent, { type: "skipped" }> | null = null;
-  await waitFor("the stalled stream to report a skip", async () => {
-    const frame = await stalled.conn.next();
-    assert.ok(frame, "the stalled stream was closed by the node");
-    if (frame.kind === FrameKind.DATA) before += frame.bytes.byteLength;
-    if (frame.kind === FrameKind.EVENT && frame.value.type === "skipped") {
-      skip = frame.value as Extract<StreamEvent, { type: "skipped" }>;
-    }
-    return skip;
-  }, 20_000);
-  assert.ok(skip!.bytes > FLOOD / 2, `skipped only ${skip!.bytes} bytes`);
-  assert.ok(before < 8 * 1024 * 1024, `${before} bytes were queued for a stalled viewer`);
-  stalled.conn.close();
+  const late = new Collector(stalled.conn, stalled.offset, 64 * 1024);
+  const skip = await waitFor("the stalled stream to report a skip", () => {
+    assert.ok(!late.ended, "the node closed the stalled stream");
+    return late.firstSkip;
+  });
+  assert.ok(skip.bytes > FLOOD / 2, `skipped only ${skip.bytes} bytes`);
+  assert.ok(skip.after < 8 * 1024 * 1024, `${skip.after} bytes were queued for a stalled viewer`);
+  await late.waitText("FLOOD-END-42\r\n");
+  await late.close();
 
   // and everything still works once it is gone
   await home.ok(["send", String(id), "echo AFTER-$((1+2))"]);
