@@ -4,6 +4,7 @@
  */
 import { runClient } from "./client/cli.ts";
 import { runNode } from "./node/daemon.ts";
+import { relayCommand } from "./relay/cli.ts";
 import { CwError } from "./shared/errors.ts";
 import { cwHome, nodePaths } from "./shared/paths.ts";
 import { fileLogger } from "./shared/logger.ts";
@@ -31,6 +32,7 @@ async function main(args: string[]): Promise<number> {
       return 1;
     }
   }
+  if (args[0] === "relay") return await relayCommand(args.slice(1));
   return await runClient(args);
 }
 

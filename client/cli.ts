@@ -18,6 +18,7 @@ import { COMMANDS, helpText, usageError } from "./help.ts";
 import { readAll, writeAll } from "./io.ts";
 import { localDialer, nodeRunning } from "./local.ts";
 import { NodeClient } from "./node_client.ts";
+import { kv, nodes, RelayUsageError, setup } from "./relay_cmds.ts";
 
 /** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
 const TIMEOUT_EXIT = 124;
@@ -55,6 +56,9 @@ const HANDLERS: Record<string, Handler> = {
   kill,
   status,
   stop,
+  setup: (args, ctx) => setup(args, ctx.home, ctx.client),
+  nodes: (args, ctx) => nodes(args, ctx.home),
+  kv: (args, ctx) => kv(args, ctx.home),
 };
 
 /**
@@ -94,6 +98,10 @@ export async function runClient(argv: string[]): Promise<number> {
     const client = new NodeClient(localDialer(home, command !== "stop"));
     return await handler(rest, { client, home });
   } catch (err) {
+    if (err instanceof RelayUsageError) {
+      console.error(`cw: ${err.message}`);
+      return 2;
+    }
     if (err instanceof UsageError) {
       console.error(`cw: ${err.message}`);
       console.error(usageError(err.command));

@@ -59,6 +59,32 @@ background when needed. Data lives in $CW_HOME (default ~/.codewire).`,
     usage: "cw stop",
     text: "Stop the node gracefully: sessions get SIGHUP, metadata is saved.",
   },
+  setup: {
+    usage: "cw setup --relay-url URL --invite TOKEN [--name NAME] [--ca-cert FILE] | --remove",
+    text: `Register this node with a relay (name defaults to the hostname), save the
+relay URL, name, credential (0600) and CA in $CW_HOME, and make the node link
+to the relay now. Run again with a new invite to re-register; --remove forgets
+the relay.`,
+  },
+  nodes: {
+    usage: "cw nodes [--json]",
+    text: "List the relay's nodes: online state, last seen, address, version, sessions.",
+  },
+  kv: {
+    usage:
+      "cw kv set KEY VALUE|--file F|--stdin [--ns NS] [--ttl D] [--if-version V] | get KEY | list [PREFIX] [--json] | delete KEY | watch KEY|--prefix P",
+    text: `The relay's shared key-value store (namespace "default" unless --ns).
+get prints the value alone (exit 1 if missing); set prints the new version;
+--if-version makes set a compare-and-set; watch prints one JSON line per change.`,
+  },
+  relay: {
+    usage:
+      "cw relay [--listen ADDR] [--tls-cert F --tls-key F] [--base-url URL] [--data-dir DIR] [--auth-mode token|none]",
+    text: `Run the relay, or administer it:
+  cw relay invite [--uses N] [--ttl D] | --list | --revoke TOKEN
+  cw relay nodes [--json] | --revoke NAME
+Admin commands use --data-dir DIR, or --relay-url URL with CW_RELAY_ADMIN_TOKEN.`,
+  },
 };
 
 /** Every command name. */

@@ -4,6 +4,8 @@ import { ensurePrivateDir, type NodePaths, nodePaths, writeFileAtomic } from "..
 import { VERSION } from "../shared/version.ts";
 import { loadConfig, type NodeConfig } from "./config.ts";
 import { PtyHost } from "./pty_host.ts";
+import { RelayLink } from "./link.ts";
+import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
 import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
@@ -74,6 +76,7 @@ class Daemon {
   #pty = new PtyHost();
   #manager: SessionManager;
   #listener: Deno.UnixListener | null = null;
+  #link: RelayLink | null = null;
   #shutdown: Promise<void> | null = null;
   #done!: () => void;
   #startedAt = new Date();
@@ -108,7 +111,7 @@ class Daemon {
     Deno.chmodSync(this.#paths.socket, 0o600);
     writeFileAtomic(this.#paths.pidFile, `${Deno.pid}\n`);
 
-    const service = new SessionService({
+    const service: SessionService = new SessionService({
       manager: this.#manager,
       logger: this.#logger,
       requestShutdown: () => void this.shutdown("cw stop"),
@@ -118,14 +121,30 @@ class Daemon {
         home: this.#paths.home,
         startedAt: this.#startedAt.toISOString(),
         ...this.#manager.counts(),
+        relay: this.#link?.status ?? null,
       }),
+      reloadRelay: () => this.#reloadRelay(service),
     });
+    await this.#reloadRelay(service);
     this.#accept(this.#listener, service);
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
       Deno.addSignalListener(sig, () => void this.shutdown(sig));
     }
     // the node outlives the terminal that started it
     Deno.addSignalListener("SIGHUP", () => {});
+  }
+
+  async #reloadRelay(service: SessionService): Promise<Record<string, unknown> | null> {
+    await this.#link?.stop();
+    this.#link = null;
+    const config = loadRelayConfig(this.#paths.home);
+    if (!config || this.#shutdown) return null;
+    this.#link = new RelayLink(config, {
+      logger: this.#logger,
+      serve: (stream) => void service.serve(stream),
+      sessions: () => this.#manager.counts().running,
+    });
+    return { ...this.#link.status };
   }
 
   async #accept(listener: Deno.UnixListener, service: SessionService): Promise<void> {
@@ -144,6 +163,7 @@ class Daemon {
       } catch {
         // closed
       }
+      await this.#link?.stop();
       await this.#manager.shutdown(this.#opts.graceMs ?? 3000);
       for (const file of [this.#paths.socket, this.#paths.pidFile]) {
         try {

@@ -67,6 +67,7 @@ export function parseRequest(value: Record<string, unknown>): Request {
         follow: v.bool("follow"),
       };
     case "info":
+    case "relay_reload":
     case "shutdown":
       return { op };
   }

@@ -32,6 +32,8 @@ export interface ServiceHost {
   requestShutdown(): void;
   /** Facts for `info`. */
   info(): Record<string, unknown>;
+  /** Re-reads the relay config and relinks; returns the new link status. */
+  reloadRelay(): Promise<Record<string, unknown> | null>;
 }
 
 /**
@@ -127,6 +129,8 @@ export class SessionService {
         return await this.#logs(conn, req);
       case "info":
         return respond(this.#host.info());
+      case "relay_reload":
+        return respond({ relay: await this.#host.reloadRelay() });
       case "shutdown":
         await respond({ ok: true });
         this.#host.requestShutdown();

@@ -1,6 +1,7 @@
 /**
  * Standalone benchmark report (`deno task bench`): keystroke echo and output
- * throughput through `cw attach` against a bare PTY and `tmux attach`, the
+ * throughput through `cw attach` against a bare PTY, a C PTY relay
+ * (`script`, the floor for any PTY-in-PTY design) and `tmux attach`, the
  * latency of `cw launch` and `cw list`, and the node's memory per idle
  * session — all on this machine, in one run. Prints a table with PASS/MISS per
  * target and writes the figures to `bench-results/standalone.json`.
@@ -10,7 +11,7 @@
 import { fileURLToPath } from "node:url";
 import { localDialer } from "../client/local.ts";
 import { NodeClient } from "../client/node_client.ts";
-import { CW_ARGV, CwHome, Tmux } from "../tests/helpers.ts";
+import { CW_ARGV, CwHome, shellQuote, Tmux } from "../tests/helpers.ts";
 import {
   CAT_SCRIPT,
   ECHO_SCRIPT,
@@ -29,7 +30,7 @@ import { Terminal } from "./bench/terminal.ts";
 const FILE_BYTES = 50 * MIB;
 const ECHO_WARMUP = 100;
 const ECHO_SAMPLES = 1000;
-const THROUGHPUT_RUNS = 3;
+const THROUGHPUT_RUNS = 5;
 const LAUNCH_RUNS = 20;
 const IDLE_SESSIONS = 200;
 const LIST_RUNS = 10;
@@ -48,36 +49,49 @@ const TARGETS = {
 
 const RESULTS_FILE = fileURLToPath(new URL("../bench-results/standalone.json", import.meta.url));
 
-type Path = "bare" | "cw" | "tmux";
-const PATHS: Path[] = ["bare", "cw", "tmux"];
+type Path = "bare" | "relay" | "cw" | "tmux";
+const PATHS: Path[] = ["bare", "relay", "cw", "tmux"];
 const LABEL: Record<Path, string> = {
   bare: "bare PTY",
+  relay: "PTY relay (script)",
   cw: "cw attach",
   tmux: "tmux attach",
 };
 
-/** Everything started by the bench, so that it can be torn down on any exit. */
+/**
+ * Everything started by the bench, so that it is torn down on any exit. Each
+ * clean-up step runs even when an earlier one failed; failures are reported.
+ */
 class Rig implements AsyncDisposable {
   readonly root = Deno.makeTempDirSync({ prefix: "cw-bench-" });
   readonly file = `${this.root}/output.txt`;
   readonly tmux = new Tmux(this.root);
-  #stack = new AsyncDisposableStack();
+  #things: AsyncDisposable[] = [];
 
   /** Registers something to dispose at the end (last in, first out). */
   use<T extends AsyncDisposable>(thing: T): T {
-    return this.#stack.use(thing);
+    this.#things.push(thing);
+    return thing;
   }
 
-  /** A terminal running `argv`, disposed with the rig unless disposed before. */
+  /** A terminal running `argv`, disposed by the caller. */
   terminal(argv: string[], env: Record<string, string> = {}): Terminal {
     const [file, ...args] = argv;
     return new Terminal(file, args, { cols: COLS, rows: ROWS, env: outerEnv(env), cwd: this.root });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.#stack.disposeAsync();
-    await this.tmux[Symbol.asyncDispose]();
-    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+    const steps = [...this.#things.reverse(), this.tmux];
+    for (const thing of steps) {
+      try {
+        await thing[Symbol.asyncDispose]();
+      } catch (err) {
+        console.error(`bench: clean-up failed: ${(err as Error)?.stack ?? err}`);
+      }
+    }
+    await Deno.remove(this.root, { recursive: true }).catch((err) => {
+      console.error(`bench: cannot remove ${this.root}: ${err}`);
+    });
   }
 }
 
@@ -145,49 +159,84 @@ interface IoResults {
   nodeRssKiB: { beforeThroughput: number; afterThroughput: number };
 }
 
+/** A program started under one path: what the bench terminal runs, and how to end it. */
+interface Started {
+  argv: string[];
+  stop(): Promise<void>;
+}
+
 async function measureIo(rig: Rig): Promise<IoResults> {
   const home = rig.use(new CwHome());
-  const cwAttach = (id: number) => [...CW_ARGV, "attach", String(id)];
-  const tmuxAttach = (name: string) => ["tmux", "-S", rig.tmux.socket, "attach", "-t", name];
   const cwEnv = { CW_HOME: home.home };
 
   // a tmux server of our own, without user config or status line; the idle
   // "keep" session holds it up while the measured sessions come and go
   await rig.tmux.cmd("-f", "/dev/null", "new-session", "-d", "-s", "keep", "sleep", "3600");
   await rig.tmux.cmd("set-option", "-g", "status", "off");
-  const tmuxSession = async (name: string, argv: string[]) => {
-    await rig.tmux.cmd("new-session", "-d", "-s", name, "-x", `${COLS}`, "-y", `${ROWS}`, ...argv);
+  let tmuxSessions = 0;
+
+  const start: Record<Path, (program: string[]) => Promise<Started>> = {
+    bare: (program) => Promise.resolve({ argv: program, stop: async () => {} }),
+    // script(1) relays one PTY into another in C: the floor for any PTY-in-PTY design
+    relay: (program) =>
+      Promise.resolve({
+        argv: ["script", "-qfec", program.map(shellQuote).join(" "), "/dev/null"],
+        stop: async () => {},
+      }),
+    cw: async (program) => {
+      const id = String(await home.launch(program));
+      return {
+        argv: [...CW_ARGV, "attach", id],
+        stop: async () => void await home.run(["kill", id]), // it may have ended already
+      };
+    },
+    tmux: async (program) => {
+      const name = `s${++tmuxSessions}`;
+      await rig.tmux.cmd(
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        `${COLS}`,
+        "-y",
+        `${ROWS}`,
+        ...program,
+      );
+      return {
+        argv: ["tmux", "-S", rig.tmux.socket, "attach", "-t", name],
+        stop: () => rig.tmux.cmd("kill-session", "-t", name).then(() => {}),
+      };
+    },
+  };
+  /** Runs `measure` in a bench terminal on `program` started under `path`. */
+  const under = async <T>(path: Path, program: string[], measure: (t: Terminal) => Promise<T>) => {
+    const started = await start[path](program);
+    try {
+      await using term = rig.terminal(started.argv, cwEnv);
+      return await measure(term);
+    } finally {
+      await started.stop();
+    }
   };
 
-  // --- echo
-  const echoArgv = ["sh", "-c", ECHO_SCRIPT];
-  const echoId = await home.launch(echoArgv);
-  await tmuxSession("echo", echoArgv);
   const echo = {} as Record<Path, EchoResult>;
   for (const path of PATHS) {
-    const argv = path === "bare" ? echoArgv : path === "cw" ? cwAttach(echoId) : tmuxAttach("echo");
-    await using term = rig.terminal(argv, cwEnv);
-    await term.expectText(READY, { timeoutMs: 20_000 });
-    await term.settle(200, 3000);
-    echo[path] = await measureEcho(term, ECHO_WARMUP, ECHO_SAMPLES);
+    echo[path] = await under(path, ["sh", "-c", ECHO_SCRIPT], async (term) => {
+      await term.expectText(READY, { timeoutMs: 20_000 });
+      await term.settle(200, 3000);
+      return await measureEcho(term, ECHO_WARMUP, ECHO_SAMPLES);
+    });
     progress(`echo ${LABEL[path]}: p50 ${fmtMs(echo[path].p50Ms)}`);
   }
-  await home.ok(["kill", String(echoId)]);
 
-  // --- throughput: runs interleaved so that drift on the machine hits every path alike
-  const catArgv = ["sh", "-c", CAT_SCRIPT, "sh", rig.file];
-  const runs: Record<Path, ThroughputRun[]> = { bare: [], cw: [], tmux: [] };
+  // runs interleaved, so that drift in the machine's load hits every path alike
+  const catProgram = ["sh", "-c", CAT_SCRIPT, "sh", rig.file];
+  const runs = Object.fromEntries(PATHS.map((p) => [p, [] as ThroughputRun[]]));
   const beforeThroughput = await rssKiB(nodePidOf(home));
   for (let i = 0; i < THROUGHPUT_RUNS; i++) {
     for (const path of PATHS) {
-      let argv = catArgv;
-      if (path === "cw") argv = cwAttach(await home.launch(catArgv));
-      if (path === "tmux") {
-        await tmuxSession(`cat${i}`, catArgv);
-        argv = tmuxAttach(`cat${i}`);
-      }
-      await using term = rig.terminal(argv, cwEnv);
-      const run = await measureThroughput(term, FILE_BYTES);
+      const run = await under(path, catProgram, (term) => measureThroughput(term, FILE_BYTES));
       runs[path].push(run);
       progress(`throughput ${LABEL[path]} run ${i + 1}: ${run.mibPerS.toFixed(1)} MiB/s`);
     }
@@ -286,6 +335,7 @@ function judge(io: IoResults, ctl: ControlResults): Target[] {
   const cw = io.throughput.cw.median.mibPerS;
   const bare = io.throughput.bare.median.mibPerS;
   const tmux = io.throughput.tmux.median.mibPerS;
+  const skipped = io.throughput.cw.runs.reduce((n, r) => n + r.bytesSkipped, 0);
   return [
     {
       name: `echo p50 ≤ ${TARGETS.echoP50Ms} ms`,
@@ -300,12 +350,18 @@ function judge(io: IoResults, ctl: ControlResults): Target[] {
     {
       name: `throughput ≥ ${TARGETS.throughputOfBare * 100}% of bare PTY`,
       value: `${((cw / bare) * 100).toFixed(0)}% (${cw.toFixed(1)} of ${bare.toFixed(1)} MiB/s)`,
-      pass: cw >= TARGETS.throughputOfBare * bare && io.throughput.cw.median.bytesSkipped === 0,
+      pass: cw >= TARGETS.throughputOfBare * bare,
     },
     {
       name: "throughput ≥ tmux",
       value: `${cw.toFixed(1)} vs ${tmux.toFixed(1)} MiB/s`,
-      pass: cw >= tmux && io.throughput.cw.median.bytesSkipped === 0,
+      pass: cw >= tmux,
+    },
+    {
+      // not one of the brief's targets: a rate only counts if the bytes arrived
+      name: "cw attach shows every byte (extra check)",
+      value: `${fmtMiB(skipped)} skipped in ${THROUGHPUT_RUNS} runs`,
+      pass: skipped === 0,
     },
     {
       name: `node RSS ≤ ${TARGETS.rssPerSessionKiB / 1024} MiB per idle session`,
@@ -433,7 +489,7 @@ async function main(): Promise<number> {
   };
   const { io, ctl } = await Promise.race([run(), interrupted]);
   const machine = {
-    cpu: (Deno.readTextFileSync("/proc/cpuinfo").match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?")
+    cpu: ((await output("cat", ["/proc/cpuinfo"])).match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?")
       .trim(),
     cores: navigator.hardwareConcurrency,
     kernel: Deno.osRelease(),
@@ -484,7 +540,10 @@ if (import.meta.main) {
   try {
     code = await main();
   } catch (err) {
-    console.error(`bench: ${(err as Error)?.stack ?? err}`);
+    // a failed clean-up wraps the error that started it
+    for (let e: unknown = err; e; e = e instanceof SuppressedError ? e.suppressed : null) {
+      console.error(`bench: ${(e instanceof SuppressedError ? e.error : e as Error)?.stack ?? e}`);
+    }
   }
   // node-pty handles may keep the loop alive; everything we started is gone by now
   Deno.exit(code);

@@ -121,6 +121,14 @@ export type ErrorCode =
   | "unsafe_data_dir"
   | "node_unavailable"
   | "timeout"
+  | "unauthorized"
+  | "forbidden"
+  | "invite_invalid"
+  | "rate_limited"
+  | "too_large"
+  | "precondition_failed"
+  | "method_not_allowed"
+  | "node_offline"
   | "internal";
 
 /** ERROR payload. */
@@ -185,6 +193,8 @@ export type Request =
   }
   | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean }
   | { op: "info" }
+  /** Re-read the relay config (after `cw setup`) and relink. */
+  | { op: "relay_reload" }
   | { op: "shutdown" };
 
 /** The operations, for validation. */
@@ -198,6 +208,7 @@ export const OPS = [
   "attach",
   "logs",
   "info",
+  "relay_reload",
   "shutdown",
 ] as const;
 

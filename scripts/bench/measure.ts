@@ -20,10 +20,11 @@ export const ECHO_SCRIPT = `stty raw -echo && printf '%s%s' RE ADY && exec cat`;
 
 /**
  * Throughput program (`sh -c SCRIPT sh FILE`): waits for a newline so the clock
- * starts when the bench says so, cats the file, then prints the end marker.
+ * starts when the bench says so, cats the file, prints the end marker, and
+ * stays: tmux drops a pane's last screen when the pane exits right away.
  */
 export const CAT_SCRIPT = `stty -echo; printf '%s%s\\n' RE ADY; read x; cat "$1"; ` +
-  `printf '%s%s\\n' END-OF- BENCH-OUTPUT`;
+  `printf '%s%s\\n' END-OF- BENCH-OUTPUT; exec sleep 3600`;
 
 /** Letters to echo: no two consecutive samples share one. */
 const ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";

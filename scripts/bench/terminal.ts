@@ -14,6 +14,9 @@ export interface TerminalOptions {
   cwd: string;
 }
 
+/** Output kept for error messages, in bytes. */
+const TAIL_BYTES = 600;
+
 /** Receives each output chunk; returns true when the awaited output has arrived. */
 export type ChunkCheck = (chunk: Uint8Array) => boolean;
 
@@ -29,6 +32,7 @@ export class Terminal implements AsyncDisposable {
   #lastOutput = performance.now();
   #exited: Promise<number>;
   #running = true;
+  #tail = new Uint8Array(0);
   /** Output bytes seen since the terminal opened. */
   bytes = 0;
   /** Sees every output chunk, before any check does. */
@@ -48,13 +52,16 @@ export class Terminal implements AsyncDisposable {
       const chunk = data as Uint8Array;
       this.bytes += chunk.byteLength;
       this.#lastOutput = performance.now();
+      this.#keepTail(chunk);
       this.tap?.(chunk);
       if (this.#check?.(chunk)) this.#settle()?.done();
     });
     this.#exited = new Promise((resolve) => {
       this.#pty.onExit(({ exitCode }) => {
         this.#running = false;
-        this.#settle()?.fail(new Error(`The program exited with code ${exitCode}`));
+        this.#settle()?.fail(
+          new Error(`The program exited with code ${exitCode}; its last output: ${this.tail()}`),
+        );
         resolve(exitCode);
       });
     });
@@ -79,7 +86,11 @@ export class Terminal implements AsyncDisposable {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#settle();
-        reject(new Error(`Timed out after ${opts.timeoutMs} ms waiting for ${what}`));
+        reject(
+          new Error(
+            `Timed out after ${opts.timeoutMs} ms waiting for ${what}; last output: ${this.tail()}`,
+          ),
+        );
       }, opts.timeoutMs);
       this.#check = check;
       this.#done = () => {
@@ -117,6 +128,20 @@ export class Terminal implements AsyncDisposable {
       if (idle >= quietMs) return;
       await new Promise((r) => setTimeout(r, Math.max(1, quietMs - idle)));
     }
+  }
+
+  /** The last output (at most {@link TAIL_BYTES}), escaped for an error message. */
+  tail(): string {
+    return JSON.stringify(new TextDecoder().decode(this.#tail));
+  }
+
+  #keepTail(chunk: Uint8Array): void {
+    const keep = Math.min(TAIL_BYTES, this.#tail.byteLength + chunk.byteLength);
+    const next = new Uint8Array(keep);
+    const fromChunk = Math.min(chunk.byteLength, keep);
+    next.set(this.#tail.subarray(this.#tail.byteLength - (keep - fromChunk)), 0);
+    next.set(chunk.subarray(chunk.byteLength - fromChunk), keep - fromChunk);
+    this.#tail = next;
   }
 
   /** Writes input without waiting. */

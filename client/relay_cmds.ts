@@ -1,0 +1,354 @@
+/**
+ * Client commands that talk to the relay over HTTPS: `cw setup`, `cw nodes`,
+ * `cw kv`. They use the relay config and credential saved by `cw setup`.
+ */
+import { parseArgs } from "node:util";
+import { CwError } from "../shared/errors.ts";
+import type { ErrorCode } from "../shared/protocol.ts";
+import { parseDuration } from "../shared/duration.ts";
+import {
+  loadRelayConfig,
+  type RelayConfig,
+  relayHttpClient,
+  removeRelayConfig,
+  saveRelayConfig,
+} from "../shared/relay_config.ts";
+import { VERSION } from "../shared/version.ts";
+import { ensurePrivateDir } from "../shared/paths.ts";
+import { readAll, writeAll } from "./io.ts";
+import type { NodeClient } from "./node_client.ts";
+
+/** A command-line mistake (exit 2). */
+export class RelayUsageError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "RelayUsageError";
+  }
+}
+
+/** Node names on a relay. */
+const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+function parse<T extends Record<string, { type: "string" | "boolean"; multiple?: boolean }>>(
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new RelayUsageError((err as Error).message.split("\n")[0]);
+  }
+}
+
+/** The saved relay config, or a clear error telling to run `cw setup`. */
+export function requireRelay(home: string): RelayConfig {
+  const config = loadRelayConfig(home);
+  if (!config) {
+    throw new CwError(
+      "not_found",
+      "This machine is not set up for a relay: run cw setup --relay-url URL --invite TOKEN",
+    );
+  }
+  return config;
+}
+
+/** fetch against the relay with the node credential; HTTP errors become CwError. */
+export async function relayFetch(
+  config: RelayConfig,
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
+  const client = relayHttpClient(config);
+  try {
+    const res = await fetch(new URL(path, config.url), {
+      ...init,
+      client,
+      headers: { authorization: `Bearer ${config.credential}`, ...(init.headers ?? {}) },
+    } as RequestInit);
+    return res;
+  } catch (err) {
+    client?.close();
+    throw new CwError(
+      "node_unavailable",
+      `Cannot reach the relay at ${config.url}: ${(err as Error).message}`,
+    );
+  }
+}
+
+/** Throws the JSON error of a failed response as a CwError. */
+export async function throwForStatus(res: Response): Promise<void> {
+  if (res.ok) return;
+  const body = await res.json().catch(() => null);
+  const code = (body?.error?.code ?? "internal") as ErrorCode;
+  throw new CwError(code, body?.error?.message ?? `The relay answered HTTP ${res.status}`);
+}
+
+// ---------------------------------------------------------------- setup
+
+/** `cw setup --relay-url URL --invite TOKEN [--name NAME] [--ca-cert FILE]` or `--remove`. */
+export async function setup(args: string[], home: string, client: NodeClient): Promise<number> {
+  const { values, positionals } = parse(args, {
+    "relay-url": { type: "string" },
+    invite: { type: "string" },
+    name: { type: "string" },
+    "ca-cert": { type: "string" },
+    remove: { type: "boolean" },
+  });
+  if (positionals.length) throw new RelayUsageError(`Unexpected argument "${positionals[0]}"`);
+  if (values.remove) {
+    const had = removeRelayConfig(home);
+    await client.request({ op: "relay_reload" });
+    console.error(
+      had ? "Forgot the relay; the node no longer links to it." : "No relay was set up.",
+    );
+    return 0;
+  }
+  const url = values["relay-url"];
+  if (!url) throw new RelayUsageError("Missing --relay-url URL");
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new RelayUsageError(`Invalid --relay-url "${url}"`);
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    throw new RelayUsageError(
+      "--relay-url must be an https:// URL (http:// only for a relay on loopback)",
+    );
+  }
+  const name = values.name ?? defaultNodeName();
+  if (!NODE_NAME_RE.test(name)) {
+    throw new RelayUsageError(
+      `Invalid node name "${name}": use 1-63 of [A-Za-z0-9_-], starting with a letter or digit`,
+    );
+  }
+  let caCert: string | null = null;
+  if (values["ca-cert"]) {
+    try {
+      caCert = await Deno.readTextFile(values["ca-cert"]);
+    } catch (err) {
+      throw new CwError(
+        "not_found",
+        `Cannot read --ca-cert ${values["ca-cert"]}: ${(err as Error).message}`,
+      );
+    }
+  }
+  const base = parsed.origin;
+  ensurePrivateDir(home); // before the invite is spent, so the credential has a home
+  const res = await relayFetch({ url: base, name, credential: "", caCert }, "/api/v1/register", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      invite: values.invite,
+      name,
+      version: VERSION,
+      // proves this node already holds the name, so it may re-register
+      previousCredential: loadRelayConfig(home)?.credential,
+    }),
+  });
+  await throwForStatus(res);
+  const { credential } = await res.json();
+  saveRelayConfig(home, { url: base, name, credential, caCert });
+  await client.request({ op: "relay_reload" });
+  // wait (bounded) for the link to come up so the user knows it works
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const info = await client.request<
+      { relay: { state: string; lastError: string | null } | null }
+    >({ op: "info" });
+    if (info.relay?.state === "connected") {
+      console.error(`Registered as "${name}" and connected to ${base}.`);
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  console.error(
+    `Registered as "${name}"; the node is still connecting to ${base} (see cw node log).`,
+  );
+  return 0;
+}
+
+function defaultNodeName(): string {
+  const host = Deno.hostname().split(".")[0].replace(/[^A-Za-z0-9_-]/g, "-").replace(
+    /^[^A-Za-z0-9]+/,
+    "",
+  );
+  return host.slice(0, 63) || "node";
+}
+
+// ---------------------------------------------------------------- nodes
+
+interface NodeRow {
+  name: string;
+  online: boolean;
+  lastSeenAt: string | null;
+  addr: string | null;
+  version: string | null;
+  sessions: number | null;
+}
+
+/** `cw nodes [--json]`. */
+export async function nodes(args: string[], home: string): Promise<number> {
+  const { values, positionals } = parse(args, { json: { type: "boolean" } });
+  if (positionals.length) throw new RelayUsageError(`Unexpected argument "${positionals[0]}"`);
+  const config = requireRelay(home);
+  const res = await relayFetch(config, "/api/v1/nodes");
+  await throwForStatus(res);
+  const { nodes } = await res.json() as { nodes: NodeRow[] };
+  if (values.json) {
+    console.log(JSON.stringify(nodes));
+    return 0;
+  }
+  const rows = nodes.map((n) => [
+    n.name,
+    n.online ? "online" : "offline",
+    n.lastSeenAt ?? "never",
+    n.addr ?? "-",
+    n.version ?? "-",
+    n.sessions === null ? "-" : String(n.sessions),
+  ]);
+  const head = ["NAME", "STATE", "LAST SEEN", "ADDRESS", "VERSION", "SESSIONS"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  for (const r of [head, ...rows]) {
+    console.log(r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- kv
+
+const KV_USAGE = "cw kv set|get|list|delete|watch …";
+
+function kvPath(ns: string, key?: string): string {
+  return `/api/v1/kv/${encodeURIComponent(ns)}${
+    key === undefined ? "" : `/${encodeURIComponent(key)}`
+  }`;
+}
+
+/** `cw kv set|get|list|delete|watch`. */
+export async function kv(args: string[], home: string): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    ns: { type: "string" },
+    ttl: { type: "string" },
+    "if-version": { type: "string" },
+    file: { type: "string" },
+    stdin: { type: "boolean" },
+    json: { type: "boolean" },
+    prefix: { type: "string" },
+    limit: { type: "string" },
+  });
+  const ns = values.ns ?? "default";
+  const config = requireRelay(home);
+  switch (sub) {
+    case "set": {
+      const [key, value, ...extra] = positionals;
+      if (!key) {
+        throw new RelayUsageError(
+          "Usage: cw kv set KEY VALUE|--file F|--stdin [--ns NS] [--ttl D] [--if-version V]",
+        );
+      }
+      const sources =
+        [value !== undefined, values.file !== undefined, values.stdin === true].filter(Boolean)
+          .length;
+      if (sources !== 1 || extra.length) {
+        throw new RelayUsageError("Give exactly one of VALUE, --file F or --stdin");
+      }
+      const body = values.file !== undefined
+        ? await Deno.readFile(values.file)
+        : values.stdin
+        ? await readAll(Deno.stdin.readable)
+        : new TextEncoder().encode(value);
+      const query = values.ttl
+        ? `?ttl=${Math.max(1, Math.round(parseDuration(values.ttl) / 1000))}`
+        : "";
+      const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+      if (values["if-version"]) headers["if-match"] = `"${values["if-version"]}"`;
+      const res = await relayFetch(config, kvPath(ns, key) + query, {
+        method: "PUT",
+        body: body as BodyInit,
+        headers,
+      });
+      await throwForStatus(res);
+      const out = await res.json();
+      console.log(out.version);
+      return 0;
+    }
+    case "get": {
+      const [key] = positionals;
+      if (!key || positionals.length > 1) {
+        throw new RelayUsageError("Usage: cw kv get KEY [--ns NS]");
+      }
+      const res = await relayFetch(config, kvPath(ns, key));
+      if (res.status === 404) {
+        await res.body?.cancel();
+        console.error(`cw: no key "${key}" in namespace "${ns}"`);
+        return 1;
+      }
+      await throwForStatus(res);
+      await writeAll(Deno.stdout, new Uint8Array(await res.arrayBuffer()));
+      return 0;
+    }
+    case "delete": {
+      const [key] = positionals;
+      if (!key || positionals.length > 1) {
+        throw new RelayUsageError("Usage: cw kv delete KEY [--ns NS]");
+      }
+      const headers: Record<string, string> = {};
+      if (values["if-version"]) headers["if-match"] = `"${values["if-version"]}"`;
+      const res = await relayFetch(config, kvPath(ns, key), { method: "DELETE", headers });
+      if (res.status === 404) {
+        await res.body?.cancel();
+        console.error(`cw: no key "${key}" in namespace "${ns}"`);
+        return 1;
+      }
+      await throwForStatus(res);
+      return 0;
+    }
+    case "list": {
+      const prefix = positionals[0] ?? values.prefix ?? "";
+      const all: { key: string; version: string; expiresAt: string | null; size: number }[] = [];
+      let cursor: string | null = null;
+      do {
+        const q = new URLSearchParams({ prefix, limit: "1000", ...(cursor ? { cursor } : {}) });
+        const res = await relayFetch(config, `${kvPath(ns)}?${q}`);
+        await throwForStatus(res);
+        const page = await res.json();
+        all.push(...page.entries);
+        cursor = page.cursor;
+      } while (cursor);
+      if (values.json) console.log(JSON.stringify(all));
+      else for (const e of all) console.log(e.key);
+      return 0;
+    }
+    case "watch": {
+      const key = positionals[0];
+      if ((key === undefined) === (values.prefix === undefined)) {
+        throw new RelayUsageError("Usage: cw kv watch KEY | --prefix P [--ns NS]");
+      }
+      const path = key !== undefined
+        ? `${kvPath(ns, key)}?watch=1`
+        : `${kvPath(ns)}?${new URLSearchParams({ prefix: values.prefix!, watch: "1" })}`;
+      const res = await relayFetch(config, path, { headers: { accept: "text/event-stream" } });
+      await throwForStatus(res);
+      // print each event's data line as one JSON line
+      let buf = "";
+      for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const event = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) =>
+            l.slice(5).trim()
+          ).join("");
+          if (data) console.log(data);
+        }
+      }
+      return 0;
+    }
+    default:
+      throw new RelayUsageError(`Unknown kv command "${sub ?? ""}": ${KV_USAGE}`);
+  }
+}

@@ -1,0 +1,199 @@
+import type { Logger } from "../shared/logger.ts";
+import { Mux } from "../shared/mux.ts";
+import { type RelayConfig, relayHttpClient } from "../shared/relay_config.ts";
+import { VERSION } from "../shared/version.ts";
+import type { Duplex } from "../shared/duplex.ts";
+
+/** Longest wait between reconnect attempts. */
+const BACKOFF_CAP_MS = 10_000;
+/** After the relay said it is restarting, retry at least this often. */
+const RESTART_CAP_MS = 1_000;
+/** First non-immediate retry delay. */
+const BACKOFF_BASE_MS = 100;
+/** A link that stayed up this long resets the backoff. */
+const HEALTHY_MS = 30_000;
+/** How often the node reports its status on the link. */
+const STATUS_INTERVAL_MS = 10_000;
+/** How long one connection attempt may take. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** The link's state, as `info` reports it. */
+export interface LinkStatus {
+  url: string;
+  name: string;
+  state: "connecting" | "connected" | "waiting" | "stopped";
+  since: string;
+  lastError: string | null;
+  attempts: number;
+}
+
+/** What the link needs from the node. */
+export interface LinkHost {
+  logger: Logger;
+  /** Serves one protocol stream opened by the relay. */
+  serve(stream: Duplex): void;
+  /** Running sessions, reported to the relay. */
+  sessions(): number;
+}
+
+/**
+ * The node's persistent outbound link to its relay: one WebSocket to
+ * `/node/connect`, authenticated by the credential in a header, carrying
+ * multiplexed streams. Reconnects with jittered exponential backoff: the
+ * first retry is immediate, waits grow to 10 s, a healthy period resets them,
+ * and after a "relay restarting" notice retries stay within 1 s.
+ */
+export class RelayLink {
+  #config: RelayConfig;
+  #host: LinkHost;
+  #abort = new AbortController();
+  #mux: Mux | null = null;
+  #status: LinkStatus;
+  #client: Deno.HttpClient | undefined;
+  #done: Promise<void>;
+
+  /** Starts linking at once. */
+  constructor(config: RelayConfig, host: LinkHost) {
+    this.#config = config;
+    this.#host = host;
+    this.#client = relayHttpClient(config);
+    this.#status = {
+      url: config.url,
+      name: config.name,
+      state: "connecting",
+      since: new Date().toISOString(),
+      lastError: null,
+      attempts: 0,
+    };
+    this.#done = this.#run();
+  }
+
+  /** A snapshot of the link's state. */
+  get status(): LinkStatus {
+    return { ...this.#status };
+  }
+
+  /** Closes the link for good. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    this.#mux?.close("node stopping");
+    await this.#done;
+    this.#client?.close();
+    this.#set("stopped", null);
+  }
+
+  #set(state: LinkStatus["state"], error: string | null): void {
+    if (this.#status.state !== state) this.#status.since = new Date().toISOString();
+    this.#status.state = state;
+    if (error !== null) this.#status.lastError = error;
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    let attempt = 0;
+    let restarting = false;
+    while (!signal.aborted) {
+      this.#set("connecting", null);
+      this.#status.attempts++;
+      const started = Date.now();
+      const outcome = await this.#connectOnce(signal);
+      if (signal.aborted) return;
+      if (outcome.connected) {
+        // a link that was healthy retries at once; a flapping one keeps backing off
+        if (Date.now() - started >= HEALTHY_MS) attempt = 0;
+        restarting = outcome.restarting;
+      }
+      const cap = restarting ? RESTART_CAP_MS : BACKOFF_CAP_MS;
+      const delay = attempt === 0
+        ? 0
+        : Math.min(cap, BACKOFF_BASE_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+      attempt++;
+      this.#set("waiting", outcome.error);
+      if (delay > 0) {
+        this.#host.logger.info(
+          `relay link: retrying in ${Math.round(delay)} ms (${outcome.error})`,
+        );
+        await sleep(delay, signal);
+      }
+    }
+  }
+
+  /** One connection: resolves when it is over. */
+  #connectOnce(
+    signal: AbortSignal,
+  ): Promise<{ connected: boolean; restarting: boolean; error: string }> {
+    return new Promise((resolve) => {
+      const url = new URL("/node/connect", this.#config.url);
+      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(url, {
+          headers: { authorization: `Bearer ${this.#config.credential}` },
+          client: this.#client,
+        } as unknown as string[]);
+      } catch (err) {
+        resolve({ connected: false, restarting: false, error: String(err) });
+        return;
+      }
+      let connected = false;
+      let restarting = false;
+      const timer = setTimeout(() => {
+        if (!connected) ws.close();
+      }, CONNECT_TIMEOUT_MS);
+      const onAbort = () => ws.close();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const finish = (error: string) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        resolve({ connected, restarting, error });
+      };
+      ws.addEventListener("open", () => {
+        connected = true;
+        clearTimeout(timer);
+        this.#set("connected", null);
+        this.#host.logger.info(
+          `relay link: connected to ${this.#config.url} as ${this.#config.name}`,
+        );
+        let statusTimer: ReturnType<typeof setInterval> | undefined;
+        const mux = new Mux(ws, {
+          onStream: (stream, meta) => {
+            if (meta.kind === "node") this.#host.serve(stream);
+            else stream.close();
+          },
+          onGoaway: (reason, message) => {
+            restarting = reason === "relay_restarting";
+            this.#host.logger.info(`relay link: relay says ${reason}: ${message}`);
+          },
+          onClose: (reason) => {
+            clearInterval(statusTimer);
+            this.#mux = null;
+            finish(reason);
+          },
+        }, { role: "dial" });
+        this.#mux = mux;
+        const report = () =>
+          mux.control({ type: "status", version: VERSION, sessions: this.#host.sessions() });
+        report();
+        statusTimer = setInterval(report, STATUS_INTERVAL_MS);
+      });
+      ws.addEventListener("error", (e) => {
+        if (!connected) finish((e as ErrorEvent).message ?? "connection failed");
+      });
+      ws.addEventListener("close", (e) => {
+        if (!connected) finish(`closed before open (${e.code})`);
+      });
+    });
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,572 @@
+/**
+ * {@link RelayStore} on Deno KV (`--unstable-kv`), on one file that one relay
+ * process owns. `Deno.openKv` and its types stay inside this file.
+ *
+ * Key layout:
+ * - `["node", name]` → {@link NodeRecord}
+ * - `["invite", tokenHash]` → {@link InviteRecord}
+ * - `["sshkey", fingerprint]` → {@link SshKeyRecord}
+ * - `["kv", ns, key]` → {@link KvMeta}: where the value lives, its size and expiry.
+ *   Its versionstamp is the entry's version.
+ * - `["kvblob", blobId, i]` → chunk `i` of a value (Deno KV caps one value at
+ *   64 KiB and one atomic commit at ~800 KiB, so a 1 MiB value cannot be one
+ *   record nor one commit).
+ * - `["kvorphan", blobId]` → {@link OrphanMark}: a blob that is not (or no
+ *   longer) referenced by any metadata and must be deleted; swept on open, so
+ *   a crash mid-write leaks nothing.
+ *
+ * A write stores the chunks under a fresh blob id first (plain batches), then
+ * commits the small metadata record atomically with the compare-and-set check,
+ * then deletes the old blob. A read takes the metadata, then the chunks; if a
+ * chunk is gone because a concurrent write replaced the entry, it reads again.
+ *
+ * Expiry is logical: `expiresAt` is kept in the metadata and compared with the
+ * caller's `now`, so expired entries are absent everywhere at once. Deno's
+ * `expireIn` (lazy) is also set, with a grace period, only to reclaim space.
+ */
+import type {
+  InviteRecord,
+  KvEntry,
+  KvEvent,
+  KvPage,
+  KvSetOptions,
+  KvWriteResult,
+  NodeRecord,
+  RegisterResult,
+  RelayStore,
+  SshKeyRecord,
+} from "./store.ts";
+
+/** Largest KV value the store accepts, in bytes. */
+export const KV_MAX_VALUE_BYTES = 1024 * 1024;
+/** Most entries one {@link RelayStore.kvList} page may ask for. */
+export const KV_LIST_MAX_LIMIT = 1000;
+/** Events a watcher may fall behind by before its watch is ended. */
+export const KV_WATCH_QUEUE_EVENTS = 1000;
+
+/** One chunk record; Deno KV's limit is 64 KiB per value. */
+const CHUNK_BYTES = 60 * 1024;
+/** Chunks written per atomic batch: 8 × 60 KiB stays under the ~800 KiB commit limit. */
+const CHUNKS_PER_BATCH = 8;
+/** Deno KV reads at most 10 keys per getMany. */
+const GET_MANY_MAX = 10;
+/** Bytes of one caller-given key part (ns, key, name …); Deno KV keys are ≤ 2 KiB in all. */
+const MAX_KEY_PART_BYTES = 1024;
+/** Retries of a commit whose check failed (contention), and of a read that raced a write. */
+const COMMIT_ATTEMPTS = 100;
+const READ_ATTEMPTS = 20;
+/** Engine expiry trails the logical one, so `expireIn` never removes a live entry. */
+const EXPIRE_GRACE_MS = 60_000;
+
+/** Metadata of one KV entry; the value itself lives in blob chunks. */
+interface KvMeta {
+  blobId: string;
+  chunks: number;
+  size: number;
+  /** ISO time, or null for no expiry. */
+  expiresAt: string | null;
+}
+
+/** A blob waiting to be deleted. */
+interface OrphanMark {
+  chunks: number;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Opens (creating it if needed) the relay's store on the Deno KV file at
+ * `path`, and deletes blobs left behind by a crash during a write.
+ *
+ * Throws what `Deno.openKv` throws (e.g. `Deno.errors.PermissionDenied`, or a
+ * `TypeError` without `--unstable-kv`).
+ *
+ * @example
+ * ```ts
+ * await using store = await openKvStore(`${dataDir}/relay.kv`);
+ * await store.kvSet("ns", "key", new TextEncoder().encode("v"), {}, new Date());
+ * ```
+ */
+export async function openKvStore(path: string): Promise<RelayStore> {
+  const kv = await Deno.openKv(path);
+  try {
+    await sweepOrphans(kv);
+  } catch (err) {
+    kv.close();
+    throw err;
+  }
+  return new DenoKvStore(kv);
+}
+
+class DenoKvStore implements RelayStore {
+  #kv: Deno.Kv;
+  #bus = new WatchBus();
+  #closed = false;
+
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+  }
+
+  async register(inviteHash: string, node: NodeRecord, now: Date): Promise<RegisterResult> {
+    if (!keyPartOk(inviteHash)) return { ok: false, reason: "invite_invalid" };
+    checkKeyPart(node.name, "node name");
+    const inviteKey = ["invite", inviteHash];
+    const nodeKey = ["node", node.name];
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const [invite, holder] = await this.#kv.getMany<[InviteRecord, NodeRecord]>([
+        inviteKey,
+        nodeKey,
+      ]);
+      // The invite first: without a valid one, nobody learns which names exist.
+      if (invite.value === null || !inviteLive(invite.value, now)) {
+        return { ok: false, reason: "invite_invalid" };
+      }
+      const h = holder.value;
+      if (h !== null && h.revokedAt === null && h.credentialHash !== node.credentialHash) {
+        return { ok: false, reason: "name_taken" };
+      }
+      const op = this.#kv.atomic().check(invite, holder).set(nodeKey, node);
+      const usesLeft = invite.value.usesLeft - 1;
+      if (usesLeft <= 0) op.delete(inviteKey);
+      else op.set(inviteKey, { ...invite.value, usesLeft });
+      if ((await op.commit()).ok) return { ok: true, node };
+    }
+    throw new Error(`Cannot register node "${node.name}": the store is too busy, try again`);
+  }
+
+  async getNode(name: string): Promise<NodeRecord | null> {
+    if (!keyPartOk(name)) return null;
+    return (await this.#kv.get<NodeRecord>(["node", name])).value;
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    return await this.#listValues<NodeRecord>(["node"]);
+  }
+
+  async putNode(node: NodeRecord): Promise<void> {
+    checkKeyPart(node.name, "node name");
+    await this.#kv.set(["node", node.name], node);
+  }
+
+  async createInvite(invite: InviteRecord): Promise<void> {
+    checkKeyPart(invite.tokenHash, "invite hash");
+    await this.#kv.set(["invite", invite.tokenHash], invite);
+  }
+
+  async listInvites(now: Date): Promise<InviteRecord[]> {
+    return (await this.#listValues<InviteRecord>(["invite"])).filter((i) => inviteLive(i, now));
+  }
+
+  async revokeInvite(tokenHash: string): Promise<boolean> {
+    return keyPartOk(tokenHash) && await this.#deleteIfPresent(["invite", tokenHash]);
+  }
+
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    checkKeyPart(key.fingerprint, "SSH key fingerprint");
+    await this.#kv.set(["sshkey", key.fingerprint], key);
+  }
+
+  async listSshKeys(): Promise<SshKeyRecord[]> {
+    return await this.#listValues<SshKeyRecord>(["sshkey"]);
+  }
+
+  async removeSshKey(fingerprint: string): Promise<boolean> {
+    return keyPartOk(fingerprint) && await this.#deleteIfPresent(["sshkey", fingerprint]);
+  }
+
+  async kvGet(ns: string, key: string, now: Date): Promise<KvEntry | null> {
+    if (!keyPartOk(ns) || !keyPartOk(key)) return null;
+    const metaKey = ["kv", ns, key];
+    let meta = await this.#kv.get<KvMeta>(metaKey);
+    for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+      if (meta.value === null || expired(meta.value, now)) return null;
+      const value = await this.#readBlob(meta.value);
+      if (value !== null) {
+        return { value, version: meta.versionstamp!, expiresAt: meta.value.expiresAt };
+      }
+      const again = await this.#kv.get<KvMeta>(metaKey);
+      // Same version but chunks gone: the engine reclaimed them (expireIn).
+      if (again.versionstamp === meta.versionstamp) return null;
+      meta = again;
+    }
+    throw new Error(`Cannot read KV key "${key}" in "${ns}": it keeps changing, try again`);
+  }
+
+  async kvSet(
+    ns: string,
+    key: string,
+    value: Uint8Array,
+    opts: KvSetOptions,
+    now: Date,
+  ): Promise<KvWriteResult> {
+    checkKeyPart(ns, "KV namespace");
+    checkKeyPart(key, "KV key");
+    if (value.byteLength > KV_MAX_VALUE_BYTES) {
+      throw new RangeError(
+        `Cannot store ${value.byteLength} bytes in KV key "${key}": the limit is ${KV_MAX_VALUE_BYTES}`,
+      );
+    }
+    if (opts.ifAbsent && opts.ifVersion !== undefined) {
+      throw new TypeError("Cannot combine ifAbsent with ifVersion");
+    }
+    let expiresAt: string | null = null;
+    let expireIn: number | undefined;
+    if (opts.ttlMs !== undefined) {
+      const end = new Date(now.getTime() + opts.ttlMs);
+      if (!(opts.ttlMs > 0) || Number.isNaN(end.getTime())) {
+        throw new RangeError(`Invalid KV TTL ${opts.ttlMs} ms: use a positive number`);
+      }
+      expiresAt = end.toISOString();
+      expireIn = Math.ceil(opts.ttlMs) + EXPIRE_GRACE_MS;
+    }
+
+    const metaKey = ["kv", ns, key];
+    let blob: KvMeta | null = null;
+    let committed = false;
+    try {
+      for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+        const cur = await this.#kv.get<KvMeta>(metaKey);
+        const live = cur.value !== null && !expired(cur.value, now);
+        if (opts.ifAbsent && live) return { ok: false, reason: "conflict" };
+        if (opts.ifVersion !== undefined) {
+          if (!live) return { ok: false, reason: "not_found" };
+          if (cur.versionstamp !== opts.ifVersion) return { ok: false, reason: "conflict" };
+        }
+        blob ??= await this.#writeBlob(value, expireIn);
+        const meta: KvMeta = { ...blob, expiresAt };
+        const op = this.#kv.atomic().check(cur)
+          .set(metaKey, meta, expireIn === undefined ? undefined : { expireIn })
+          .delete(["kvorphan", blob.blobId]);
+        if (cur.value !== null) op.set(["kvorphan", cur.value.blobId], orphanMark(cur.value));
+        const res = await op.commit();
+        if (!res.ok) continue;
+        committed = true;
+        // Published before any await, so watchers see changes in commit order.
+        this.#bus.publish({ type: "set", ns, key, version: res.versionstamp, expiresAt });
+        if (cur.value !== null) await this.#deleteBlob(cur.value);
+        return { ok: true, version: res.versionstamp };
+      }
+      throw new Error(`Cannot write KV key "${key}" in "${ns}": the store is too busy, try again`);
+    } finally {
+      if (blob !== null && !committed) await this.#deleteBlob(blob);
+    }
+  }
+
+  /** On success, `version` is the version that was deleted. */
+  async kvDelete(
+    ns: string,
+    key: string,
+    opts: { ifVersion?: string },
+    now: Date,
+  ): Promise<KvWriteResult> {
+    if (!keyPartOk(ns) || !keyPartOk(key)) return { ok: false, reason: "not_found" };
+    const metaKey = ["kv", ns, key];
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const cur = await this.#kv.get<KvMeta>(metaKey);
+      if (cur.value === null || expired(cur.value, now)) return { ok: false, reason: "not_found" };
+      if (opts.ifVersion !== undefined && cur.versionstamp !== opts.ifVersion) {
+        return { ok: false, reason: "conflict" };
+      }
+      const res = await this.#kv.atomic().check(cur).delete(metaKey)
+        .set(["kvorphan", cur.value.blobId], orphanMark(cur.value)).commit();
+      if (!res.ok) continue;
+      this.#bus.publish({ type: "delete", ns, key, version: null, expiresAt: null });
+      await this.#deleteBlob(cur.value);
+      return { ok: true, version: cur.versionstamp! };
+    }
+    throw new Error(`Cannot delete KV key "${key}" in "${ns}": the store is too busy, try again`);
+  }
+
+  /**
+   * Keys are ordered by their UTF-8 bytes (code point order). The cursor is
+   * the base64url of the last key returned. Throws `RangeError` for a limit
+   * outside 1..{@link KV_LIST_MAX_LIMIT} or a cursor this store did not make.
+   */
+  async kvList(
+    ns: string,
+    prefix: string,
+    limit: number,
+    cursor: string | null,
+    now: Date,
+  ): Promise<KvPage> {
+    if (!Number.isInteger(limit) || limit < 1 || limit > KV_LIST_MAX_LIMIT) {
+      throw new RangeError(`Invalid KV list limit ${limit}: use 1 to ${KV_LIST_MAX_LIMIT}`);
+    }
+    let after = cursor === null ? null : decodeCursor(cursor);
+    if (!keyPartOk(ns) || !keyPartOk(prefix)) return { entries: [], cursor: null };
+    if (after !== null && compareUtf8(after, prefix) < 0) after = null;
+    const entries: KvPage["entries"] = [];
+    const iter = this.#kv.list<KvMeta>(
+      { prefix: ["kv", ns], start: ["kv", ns, after ?? prefix] },
+      { batchSize: Math.min(limit + 1, 500) },
+    );
+    for await (const e of iter) {
+      const key = e.key[2];
+      if (typeof key !== "string" || !key.startsWith(prefix)) break;
+      if (key === after || expired(e.value, now)) continue;
+      if (entries.length === limit) return { entries, cursor: encodeCursor(entries.at(-1)!.key) };
+      entries.push({
+        key,
+        version: e.versionstamp,
+        expiresAt: e.value.expiresAt,
+        size: e.value.size,
+      });
+    }
+    return { entries, cursor: null };
+  }
+
+  /**
+   * Served by an in-process event bus (Deno KV's own watch has no prefixes).
+   * Entries that expire produce no event. A watcher that falls
+   * {@link KV_WATCH_QUEUE_EVENTS} events behind gets what was queued, then
+   * its iterable ends although `signal` has not aborted: the caller should
+   * re-read and watch again. Closing the store ends every watch.
+   */
+  kvWatch(
+    ns: string,
+    match: { key: string } | { prefix: string },
+    signal: AbortSignal,
+  ): AsyncIterable<KvEvent> {
+    return this.#bus.subscribe(ns, match, signal, this.#closed);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#bus.endAll();
+      this.#kv.close();
+    }
+    return Promise.resolve();
+  }
+
+  async #listValues<T>(prefix: string[]): Promise<T[]> {
+    const out: T[] = [];
+    for await (const e of this.#kv.list<T>({ prefix })) out.push(e.value);
+    return out;
+  }
+
+  async #deleteIfPresent(key: string[]): Promise<boolean> {
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const cur = await this.#kv.get(key);
+      if (cur.versionstamp === null) return false;
+      if ((await this.#kv.atomic().check(cur).delete(key).commit()).ok) return true;
+    }
+    throw new Error(`Cannot delete ${key.join("/")}: the store is too busy, try again`);
+  }
+
+  /** Writes `value` as chunks under a fresh blob id, marked orphan until committed. */
+  async #writeBlob(value: Uint8Array, expireIn: number | undefined): Promise<KvMeta> {
+    const blobId = crypto.randomUUID();
+    const chunks = Math.ceil(value.byteLength / CHUNK_BYTES);
+    const opts = expireIn === undefined ? undefined : { expireIn: expireIn + EXPIRE_GRACE_MS };
+    // The mark goes first: if we crash after any chunk is written, the sweep finds it.
+    await this.#kv.set(["kvorphan", blobId], { chunks } satisfies OrphanMark);
+    for (let first = 0; first < chunks; first += CHUNKS_PER_BATCH) {
+      const op = this.#kv.atomic();
+      for (let i = first; i < Math.min(first + CHUNKS_PER_BATCH, chunks); i++) {
+        op.set(["kvblob", blobId, i], value.slice(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES), opts);
+      }
+      await op.commit();
+    }
+    return { blobId, chunks, size: value.byteLength, expiresAt: null };
+  }
+
+  /** The value of a blob, or null if any chunk is missing (replaced or reclaimed). */
+  async #readBlob(meta: KvMeta): Promise<Uint8Array | null> {
+    const keys = Array.from({ length: meta.chunks }, (_, i) => ["kvblob", meta.blobId, i]);
+    const groups: Deno.KvKey[][] = [];
+    for (let i = 0; i < keys.length; i += GET_MANY_MAX) {
+      groups.push(keys.slice(i, i + GET_MANY_MAX));
+    }
+    const read = await Promise.all(groups.map((g) => this.#kv.getMany<Uint8Array[]>(g)));
+    const out = new Uint8Array(meta.size);
+    let offset = 0;
+    for (const e of read.flat()) {
+      const chunk = e.value;
+      if (!(chunk instanceof Uint8Array) || offset + chunk.byteLength > meta.size) return null;
+      out.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    return offset === meta.size ? out : null;
+  }
+
+  async #deleteBlob(blob: { blobId: string; chunks: number }): Promise<void> {
+    await deleteBlob(this.#kv, blob.blobId, blob.chunks);
+  }
+}
+
+/** Deletes a blob's chunks, then its orphan mark. */
+async function deleteBlob(kv: Deno.Kv, blobId: string, chunks: number): Promise<void> {
+  for (let first = 0; first < chunks; first += CHUNKS_PER_BATCH * 8) {
+    const op = kv.atomic();
+    for (let i = first; i < Math.min(first + CHUNKS_PER_BATCH * 8, chunks); i++) {
+      op.delete(["kvblob", blobId, i]);
+    }
+    await op.commit();
+  }
+  await kv.delete(["kvorphan", blobId]);
+}
+
+/** Deletes every blob marked orphan: left by a write or delete that crashed half-way. */
+async function sweepOrphans(kv: Deno.Kv): Promise<void> {
+  for await (const e of kv.list<OrphanMark>({ prefix: ["kvorphan"] })) {
+    const blobId = e.key[1];
+    if (typeof blobId !== "string") continue;
+    await deleteBlob(kv, blobId, Number.isInteger(e.value?.chunks) ? e.value.chunks : 0);
+  }
+}
+
+function orphanMark(meta: KvMeta): OrphanMark {
+  return { chunks: meta.chunks };
+}
+
+function expired(meta: { expiresAt: string | null }, now: Date): boolean {
+  return meta.expiresAt !== null && !(Date.parse(meta.expiresAt) > now.getTime());
+}
+
+/** An invite registers while it has uses left and `now` is before its expiry. */
+function inviteLive(invite: InviteRecord, now: Date): boolean {
+  return invite.usesLeft > 0 && Date.parse(invite.expiresAt) > now.getTime();
+}
+
+/** Whether Deno KV can hold `s` as a key part without altering or refusing it. */
+function keyPartOk(s: string): boolean {
+  return typeof s === "string" && s.isWellFormed() &&
+    s.length <= MAX_KEY_PART_BYTES && encoder.encode(s).byteLength <= MAX_KEY_PART_BYTES;
+}
+
+function checkKeyPart(s: string, what: string): void {
+  if (!keyPartOk(s)) {
+    throw new RangeError(
+      `Invalid ${what}: use well-formed text of at most ${MAX_KEY_PART_BYTES} bytes`,
+    );
+  }
+}
+
+/** Compares as Deno KV orders strings: by UTF-8 bytes, i.e. by code point. */
+function compareUtf8(a: string, b: string): number {
+  const x = encoder.encode(a);
+  const y = encoder.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i] - y[i];
+  }
+  return x.length - y.length;
+}
+
+function encodeCursor(key: string): string {
+  const bin = Array.from(encoder.encode(key), (b) => String.fromCharCode(b)).join("");
+  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+function decodeCursor(cursor: string): string {
+  try {
+    if (!/^[A-Za-z0-9_-]*$/.test(cursor) || cursor.length > 4 * MAX_KEY_PART_BYTES) {
+      throw new TypeError("not base64url");
+    }
+    const bin = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (err) {
+    throw new RangeError(`Invalid KV list cursor "${cursor.slice(0, 64)}"`, { cause: err });
+  }
+}
+
+/** In-process fan-out of KV changes to watchers; one relay process owns the file. */
+class WatchBus {
+  #subs = new Set<Watcher>();
+
+  publish(event: KvEvent): void {
+    for (const sub of this.#subs) sub.offer(event);
+  }
+
+  subscribe(
+    ns: string,
+    match: { key: string } | { prefix: string },
+    signal: AbortSignal,
+    closed: boolean,
+  ): Watcher {
+    const sub = new Watcher(ns, match, () => this.#subs.delete(sub));
+    // Subscribed now, not at the first next(): no change between the call and
+    // the first iteration is missed.
+    this.#subs.add(sub);
+    if (closed || signal.aborted) sub.end(true);
+    else sub.bindSignal(signal);
+    return sub;
+  }
+
+  endAll(): void {
+    for (const sub of this.#subs) sub.end(false);
+  }
+}
+
+/** One watch: a bounded queue of events, consumed as an async iterator. */
+class Watcher implements AsyncIterableIterator<KvEvent> {
+  #ns: string;
+  #match: { key: string } | { prefix: string };
+  #unsubscribe: () => void;
+  #queue: KvEvent[] = [];
+  #wake: (() => void) | null = null;
+  #done = false;
+  #unbind: (() => void) | null = null;
+
+  constructor(ns: string, match: { key: string } | { prefix: string }, unsubscribe: () => void) {
+    this.#ns = ns;
+    this.#match = match;
+    this.#unsubscribe = unsubscribe;
+  }
+
+  bindSignal(signal: AbortSignal): void {
+    const onAbort = () => this.end(true);
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.#unbind = () => signal.removeEventListener("abort", onAbort);
+  }
+
+  offer(event: KvEvent): void {
+    if (this.#done || event.ns !== this.#ns) return;
+    const m = this.#match;
+    if ("key" in m ? event.key !== m.key : !event.key.startsWith(m.prefix)) return;
+    if (this.#queue.length >= KV_WATCH_QUEUE_EVENTS) {
+      // Fallen behind: silently dropping events would let a coordinating
+      // agent miss a change, so end the watch and let it re-read.
+      this.end(false);
+      return;
+    }
+    this.#queue.push(event);
+    this.#wakeUp();
+  }
+
+  /** Ends the watch; `discard` drops what is queued (the consumer is gone). */
+  end(discard: boolean): void {
+    if (discard) this.#queue.length = 0;
+    if (this.#done) return;
+    this.#done = true;
+    this.#unsubscribe();
+    this.#unbind?.();
+    this.#unbind = null;
+    this.#wakeUp();
+  }
+
+  async next(): Promise<IteratorResult<KvEvent>> {
+    for (;;) {
+      const event = this.#queue.shift();
+      if (event !== undefined) return { value: event, done: false };
+      if (this.#done) return { value: undefined, done: true };
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
+  return(): Promise<IteratorResult<KvEvent>> {
+    this.end(true);
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<KvEvent> {
+    return this;
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}

@@ -1,0 +1,174 @@
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { CwError } from "../shared/errors.ts";
+import { fileLogger, type Logger } from "../shared/logger.ts";
+import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
+import { hashSecret, newToken } from "../shared/secrets.ts";
+import { VERSION } from "../shared/version.ts";
+import { openKvStore } from "./kv_store.ts";
+import { createRelay } from "./server.ts";
+
+/** Parsed `cw relay` settings. */
+export interface RelayOptions {
+  dataDir: string;
+  listen: { hostname: string; port: number };
+  baseUrl: string | null;
+  authMode: "token" | "none";
+  tls: { cert: string; key: string } | null;
+  behindProxy: string | null;
+}
+
+/** Where the relay keeps its state by default. */
+export function defaultDataDir(env: { get(k: string): string | undefined } = Deno.env): string {
+  const home = env.get("CW_HOME") ?? join(env.get("HOME") ?? ".", ".codewire");
+  return join(home, "relay");
+}
+
+/** Parses `HOST:PORT`, `[v6]:PORT` or `:PORT`. Throws RangeError. */
+export function parseListen(value: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):([0-9]{1,5})$/.exec(value);
+  if (!m || Number(m[3]) > 65535) {
+    throw new RangeError(`Invalid listen address "${value}"; use HOST:PORT`);
+  }
+  return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) };
+}
+
+/** Whether a listen host is loopback only. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
+}
+
+/** Reads `cw relay` flags. Throws RangeError on bad input. */
+export function parseRelayArgs(args: string[]): RelayOptions {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      "base-url": { type: "string" },
+      "data-dir": { type: "string" },
+      "auth-mode": { type: "string" },
+      listen: { type: "string" },
+      "ssh-listen": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "behind-proxy": { type: "string" },
+    },
+  });
+  if (positionals.length) throw new RangeError(`Unexpected argument "${positionals[0]}"`);
+  const authMode = values["auth-mode"] ?? "token";
+  if (authMode !== "token" && authMode !== "none") {
+    throw new RangeError(
+      `Unknown --auth-mode "${authMode}": use token or none (oidc is not available yet)`,
+    );
+  }
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) {
+    throw new RangeError("Give both --tls-cert and --tls-key");
+  }
+  const tls = values["tls-cert"]
+    ? {
+      cert: Deno.readTextFileSync(values["tls-cert"]),
+      key: Deno.readTextFileSync(values["tls-key"]!),
+    }
+    : null;
+  const listen = parseListen(values.listen ?? (tls ? "0.0.0.0:443" : "127.0.0.1:8080"));
+  const behindProxy = values["behind-proxy"] ?? null;
+  if (!tls && !isLoopback(listen.hostname) && !behindProxy) {
+    throw new RangeError(
+      `Refusing plain HTTP on ${listen.hostname}: give --tls-cert/--tls-key, listen on loopback, or run --behind-proxy PROXY_IP`,
+    );
+  }
+  if (authMode === "none" && !isLoopback(listen.hostname)) {
+    throw new RangeError("--auth-mode none is only allowed when every listener is on loopback");
+  }
+  return {
+    dataDir: values["data-dir"] ?? defaultDataDir(),
+    listen,
+    baseUrl: values["base-url"] ?? null,
+    authMode,
+    tls,
+    behindProxy,
+  };
+}
+
+/** The admin token's hash: from CW_RELAY_ADMIN_TOKEN, or generated once into the data dir. */
+async function adminTokenHash(dataDir: string, logger: Logger): Promise<string> {
+  const fromEnv = Deno.env.get("CW_RELAY_ADMIN_TOKEN");
+  if (fromEnv) return await hashSecret(fromEnv);
+  const path = join(dataDir, "admin.token");
+  try {
+    return await hashSecret(Deno.readTextFileSync(path).trim());
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const token = newToken("cwa");
+  writeFileAtomic(path, token + "\n", 0o600);
+  logger.info(`generated an admin token in ${path}`);
+  return await hashSecret(token);
+}
+
+/** Runs the relay until SIGINT/SIGTERM; returns the exit code. */
+export async function runRelay(opts: RelayOptions): Promise<number> {
+  ensurePrivateDir(opts.dataDir);
+  const logger = fileLogger(join(opts.dataDir, "relay.log"), true);
+  await using store = await openKvStore(join(opts.dataDir, "relay.kv"));
+  const adminHash = opts.authMode === "token" ? await adminTokenHash(opts.dataDir, logger) : null;
+  const scheme = opts.tls ? "https" : "http";
+
+  let baseUrl = opts.baseUrl ?? "";
+  const relay = createRelay({
+    store,
+    logger,
+    get baseUrl() {
+      return baseUrl;
+    },
+    authMode: opts.authMode,
+    adminTokenHash: adminHash,
+    trustedProxy: opts.behindProxy,
+  });
+  const ready = Promise.withResolvers<Deno.NetAddr>();
+  const server = Deno.serve({
+    hostname: opts.listen.hostname,
+    port: opts.listen.port,
+    ...(opts.tls ?? {}),
+    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+  }, (req, info) => relay.app.fetch(req, info));
+  const addr = await ready.promise;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const url = `${scheme}://${host}:${addr.port}`;
+  baseUrl ||= url;
+  logger.info(`cw relay ${VERSION} listening on ${url}`);
+  logger.info(`base URL ${baseUrl}; data dir ${opts.dataDir}; auth mode ${opts.authMode}`);
+  if (opts.authMode === "token" && !Deno.env.get("CW_RELAY_ADMIN_TOKEN")) {
+    logger.info(`admin token file: ${join(opts.dataDir, "admin.token")}`);
+  }
+
+  const stop = Promise.withResolvers<string>();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => stop.resolve(sig));
+  }
+  const reason = await stop.promise;
+  logger.info(`shutting down (${reason})`);
+  relay.goaway("the relay is restarting");
+  await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, 3000))]);
+  logger.info("stopped");
+  return 0;
+}
+
+/** `cw relay [flags]`: parses, runs, and turns errors into one line. */
+export async function relayMain(args: string[]): Promise<number> {
+  let opts: RelayOptions;
+  try {
+    opts = parseRelayArgs(args);
+  } catch (err) {
+    console.error(`cw relay: ${(err as Error).message}`);
+    return 2;
+  }
+  try {
+    return await runRelay(opts);
+  } catch (err) {
+    console.error(
+      `cw relay: ${err instanceof CwError ? err.message : (err as Error).stack ?? err}`,
+    );
+    return 1;
+  }
+}

@@ -1,0 +1,468 @@
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { ErrorCode } from "../shared/protocol.ts";
+import type { Logger } from "../shared/logger.ts";
+import { Mux } from "../shared/mux.ts";
+import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
+import { VERSION } from "../shared/version.ts";
+import { Hub, type LiveNode } from "./hub.ts";
+import { kvApi } from "./kv_api.ts";
+import { Metrics } from "./metrics.ts";
+import { RateLimiter } from "./rate_limit.ts";
+import type { NodeRecord, RelayStore } from "./store.ts";
+
+/** Node names: 1-63 of [A-Za-z0-9_-], starting with a letter or digit. */
+export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+/** Largest JSON body of the client API. */
+const MAX_JSON_BODY = 64 * 1024;
+/** Longest invite lifetime an admin may ask for. */
+const MAX_INVITE_TTL_S = 365 * 86400;
+
+/** An error that becomes an HTTP response with a JSON body. */
+export class HttpError extends Error {
+  /** HTTP status. */
+  readonly status: number;
+  /** Stable code, as on the wire and in the CLI. */
+  readonly code: ErrorCode;
+  /** Builds the error. */
+  constructor(status: number, code: ErrorCode, message: string) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Who made a request. */
+export type Principal = { kind: "admin" } | { kind: "node"; node: NodeRecord } | {
+  kind: "anonymous";
+};
+
+/** What the relay app needs; all passed in, nothing read from globals. */
+export interface RelayDeps {
+  store: RelayStore;
+  logger: Logger;
+  /** Public URL told to clients and nodes. */
+  baseUrl: string;
+  authMode: "token" | "none";
+  /** SHA-256 of the admin token (token mode). */
+  adminTokenHash: string | null;
+  /** The proxy whose X-Forwarded-For is trusted, if any. */
+  trustedProxy?: string | null;
+  now?: () => Date;
+  /** Extra facts for /api/v1/info (e.g. the SSH host key). */
+  info?: () => Record<string, unknown>;
+}
+
+/** The relay: its HTTP app plus the live state behind it. */
+export interface Relay {
+  app: Hono<Env>;
+  hub: Hub;
+  metrics: Metrics;
+  /** Tells every node the relay is restarting and closes their links. */
+  goaway(message: string): void;
+}
+
+type Env = { Variables: { principal: Principal; addr: string } };
+
+/** Splits a node credential `NAME.cwn_SECRET` into its name. */
+export function credentialName(credential: string): string | null {
+  const dot = credential.indexOf(".");
+  if (dot <= 0) return null;
+  const name = credential.slice(0, dot);
+  return NODE_NAME_RE.test(name) && credential.slice(dot + 1).startsWith("cwn_") ? name : null;
+}
+
+/**
+ * Builds the relay's HTTP app: the client API, the KV API, `/node/connect`
+ * for node links, `/healthz` and `/metrics`. A function of its dependencies,
+ * testable without a socket; `Deno.serve` is the caller's business.
+ */
+export function createRelay(deps: RelayDeps): Relay {
+  const now = deps.now ?? (() => new Date());
+  const hub = new Hub();
+  const metrics = new Metrics();
+  const registerLimit = new RateLimiter(20, 10);
+  const authFailures = new RateLimiter(30, 20);
+  const app = new Hono<Env>();
+
+  metrics.gauge("cw_relay_connected_nodes", "Nodes with a live link", () => hub.size);
+  metrics.gauge(
+    "cw_relay_link_bytes_in",
+    "Bytes received on node links (live links)",
+    () => hub.all().reduce((n, l) => n + l.mux.bytes.in, 0),
+  );
+  metrics.gauge(
+    "cw_relay_link_bytes_out",
+    "Bytes sent on node links (live links)",
+    () => hub.all().reduce((n, l) => n + l.mux.bytes.out, 0),
+  );
+  metrics.describe("cw_relay_http_requests_total", "HTTP requests by route and status");
+  metrics.describe("cw_relay_kv_operations_total", "KV operations by kind");
+
+  const clientAddr = (c: Context<Env>): string => {
+    const info = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr;
+    const peer = info?.hostname ?? "unknown";
+    if (deps.trustedProxy && peer === deps.trustedProxy) {
+      const xff = c.req.header("x-forwarded-for")?.split(",").at(-1)?.trim();
+      if (xff) return xff;
+    }
+    return peer;
+  };
+
+  /** Resolves the bearer token; throws 401/403/429. */
+  const authenticate = async (c: Context<Env>): Promise<Principal> => {
+    if (deps.authMode === "none") return { kind: "admin" };
+    const addr = c.get("addr");
+    if (authFailures.exhausted(addr)) {
+      throw new HttpError(
+        429,
+        "rate_limited",
+        "Too many failed attempts from this address; try later",
+      );
+    }
+    const header = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!m) {
+      authFailures.take(addr);
+      throw new HttpError(
+        401,
+        "unauthorized",
+        "Missing credential: send Authorization: Bearer TOKEN",
+      );
+    }
+    const token = m[1];
+    const hash = await hashSecret(token);
+    if (deps.adminTokenHash && constantTimeEqual(hash, deps.adminTokenHash)) {
+      return { kind: "admin" };
+    }
+    const name = credentialName(token);
+    const node = name ? await deps.store.getNode(name) : null;
+    if (!node || !constantTimeEqual(hash, node.credentialHash)) {
+      authFailures.take(addr);
+      throw new HttpError(401, "unauthorized", "Invalid credential");
+    }
+    if (node.revokedAt) {
+      throw new HttpError(403, "forbidden", `Node "${node.name}" has been revoked`);
+    }
+    return { kind: "node", node };
+  };
+
+  const requireAuth = (admin: boolean) => async (c: Context<Env>, next: () => Promise<void>) => {
+    const p = await authenticate(c);
+    if (admin && p.kind !== "admin") {
+      throw new HttpError(403, "forbidden", "This needs the admin token");
+    }
+    c.set("principal", p);
+    await next();
+  };
+
+  app.use("*", async (c, next) => {
+    c.set("addr", clientAddr(c));
+    await next();
+    const route = c.req.routePath || "unmatched";
+    metrics.inc("cw_relay_http_requests_total", {
+      route,
+      method: c.req.method,
+      status: String(c.res.status),
+    });
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof HttpError) {
+      return c.json({ error: { code: err.code, message: err.message } }, err.status as 400);
+    }
+    deps.logger.error(`${c.req.method} ${new URL(c.req.url).pathname}: ${err.stack ?? err}`);
+    return c.json({ error: { code: "internal", message: "Internal error" } }, 500);
+  });
+  app.notFound((c) =>
+    c.json({
+      error: {
+        code: "not_found",
+        message: `No route ${c.req.method} ${new URL(c.req.url).pathname}`,
+      },
+    }, 404)
+  );
+
+  app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
+  app.get(
+    "/metrics",
+    requireAuth(true),
+    (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }),
+  );
+
+  app.get(
+    "/api/v1/info",
+    requireAuth(false),
+    (c) => c.json({ version: VERSION, baseUrl: deps.baseUrl, ...(deps.info?.() ?? {}) }),
+  );
+
+  // ---- registration by invite
+  app.post("/api/v1/register", async (c) => {
+    if (!registerLimit.take(c.get("addr"))) {
+      throw new HttpError(
+        429,
+        "rate_limited",
+        "Too many registration attempts from this address; try later",
+      );
+    }
+    const body = await jsonBody(c);
+    const name = body.name;
+    if (typeof name !== "string" || !NODE_NAME_RE.test(name)) {
+      throw new HttpError(
+        400,
+        "invalid_name",
+        "Invalid node name: use 1-63 of [A-Za-z0-9_-], starting with a letter or digit",
+      );
+    }
+    const invite = body.invite;
+    if (deps.authMode === "token" && typeof invite !== "string") {
+      throw new HttpError(400, "bad_request", 'Missing field "invite"');
+    }
+    const credential = `${name}.${newToken("cwn")}`;
+    const record: NodeRecord = {
+      name,
+      credentialHash: await hashSecret(credential),
+      createdAt: now().toISOString(),
+      revokedAt: null,
+      lastSeenAt: null,
+      lastAddr: c.get("addr"),
+      version: typeof body.version === "string" ? body.version.slice(0, 64) : null,
+    };
+    if (deps.authMode === "none" && typeof invite !== "string") {
+      const existing = await deps.store.getNode(name);
+      if (existing && !existing.revokedAt) {
+        throw new HttpError(409, "name_taken", `The name "${name}" is registered`);
+      }
+      await deps.store.putNode(record);
+    } else {
+      // re-registering: the node proves it holds the name with its old credential
+      const previous = body.previousCredential;
+      const existing = await deps.store.getNode(name);
+      if (existing && !existing.revokedAt && typeof previous === "string") {
+        if (constantTimeEqual(await hashSecret(previous), existing.credentialHash)) {
+          await deps.store.putNode({ ...existing, revokedAt: now().toISOString() });
+        }
+      }
+      const result = await deps.store.register(await hashSecret(invite as string), record, now());
+      if (!result.ok && result.reason === "invite_invalid") {
+        throw new HttpError(403, "invite_invalid", "The invite is unknown, used up or expired");
+      }
+      if (!result.ok) {
+        throw new HttpError(409, "name_taken", `The name "${name}" is held by another node`);
+      }
+    }
+    hub.disconnect(name, "re-registered");
+    deps.logger.info(`registered node ${name} from ${c.get("addr")}`);
+    return c.json({ name, credential, baseUrl: deps.baseUrl }, 201);
+  });
+
+  // ---- nodes
+  app.get("/api/v1/nodes", requireAuth(false), async (c) => {
+    const nodes = await deps.store.listNodes();
+    return c.json({
+      nodes: nodes.filter((n) => !n.revokedAt).map((n) => {
+        const live = hub.get(n.name);
+        return {
+          name: n.name,
+          online: live !== undefined,
+          lastSeenAt: live ? now().toISOString() : n.lastSeenAt,
+          addr: live?.addr ?? n.lastAddr,
+          version: live?.version ?? n.version,
+          sessions: live?.sessions ?? null,
+          connectedAt: live?.connectedAt.toISOString() ?? null,
+        };
+      }),
+    });
+  });
+  app.delete("/api/v1/nodes/:name", requireAuth(true), async (c) => {
+    const name = c.req.param("name") ?? "";
+    const node = await deps.store.getNode(name);
+    if (!node) throw new HttpError(404, "not_found", `No node "${name}"`);
+    await deps.store.putNode({ ...node, revokedAt: now().toISOString() });
+    hub.disconnect(name, "revoked");
+    deps.logger.info(`revoked node ${name}`);
+    return c.body(null, 204);
+  });
+
+  // ---- invites (admin)
+  app.post("/api/v1/invites", requireAuth(true), async (c) => {
+    const body = await jsonBody(c);
+    const uses = body.uses ?? 1;
+    const ttl = body.ttlSeconds ?? 86400;
+    if (!Number.isSafeInteger(uses) || (uses as number) < 1 || (uses as number) > 10000) {
+      throw new HttpError(400, "bad_request", '"uses" must be 1-10000');
+    }
+    if (!Number.isSafeInteger(ttl) || (ttl as number) < 1 || (ttl as number) > MAX_INVITE_TTL_S) {
+      throw new HttpError(400, "bad_request", `"ttlSeconds" must be 1-${MAX_INVITE_TTL_S}`);
+    }
+    const token = newToken("cwi");
+    const invite = {
+      tokenHash: await hashSecret(token),
+      usesLeft: uses as number,
+      createdAt: now().toISOString(),
+      expiresAt: new Date(now().getTime() + (ttl as number) * 1000).toISOString(),
+    };
+    await deps.store.createInvite(invite);
+    return c.json({
+      token,
+      id: invite.tokenHash.slice(0, 16),
+      usesLeft: invite.usesLeft,
+      expiresAt: invite.expiresAt,
+    }, 201);
+  });
+  app.get("/api/v1/invites", requireAuth(true), async (c) => {
+    const invites = await deps.store.listInvites(now());
+    return c.json({
+      invites: invites.map((i) => ({
+        id: i.tokenHash.slice(0, 16),
+        usesLeft: i.usesLeft,
+        createdAt: i.createdAt,
+        expiresAt: i.expiresAt,
+      })),
+    });
+  });
+  app.delete("/api/v1/invites/:id", requireAuth(true), async (c) => {
+    const id = c.req.param("id") ?? "";
+    const match = (await deps.store.listInvites(now())).find((i) =>
+      i.tokenHash === id || i.tokenHash.slice(0, 16) === id
+    );
+    if (!match || !(await deps.store.revokeInvite(match.tokenHash))) {
+      throw new HttpError(404, "not_found", "No such invite");
+    }
+    return c.body(null, 204);
+  });
+
+  // ---- KV
+  app.use("/api/v1/kv/*", requireAuth(false));
+  app.route(
+    "/api/v1/kv",
+    kvApi(deps.store, { now, onOp: (op) => metrics.inc("cw_relay_kv_operations_total", { op }) }),
+  );
+
+  // ---- node links
+  app.get("/node/connect", async (c) => {
+    const origin = c.req.header("origin");
+    if (origin !== undefined && origin !== new URL(deps.baseUrl).origin) {
+      throw new HttpError(403, "forbidden", "Cross-origin WebSocket upgrades are refused");
+    }
+    const p = await authenticate(c);
+    if (p.kind !== "node") {
+      if (deps.authMode === "none") return nodeLinkWithoutAuth(c);
+      throw new HttpError(403, "forbidden", "Only a node credential may open a node link");
+    }
+    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
+      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
+    }
+    return acceptLink(c, p.node.name);
+  });
+
+  const nodeLinkWithoutAuth = (c: Context<Env>) => {
+    const name = c.req.header("x-cw-node") ?? "";
+    if (!NODE_NAME_RE.test(name)) {
+      throw new HttpError(400, "invalid_name", "Send the node name in X-Cw-Node");
+    }
+    return acceptLink(c, name);
+  };
+
+  const acceptLink = (c: Context<Env>, name: string): Response => {
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    const addr = c.get("addr");
+    socket.addEventListener("open", () => {
+      let live: LiveNode;
+      const mux = new Mux(socket, {
+        onControl(msg) {
+          if (msg.type === "status") {
+            if (typeof msg.version === "string") live.version = msg.version.slice(0, 64);
+            if (Number.isSafeInteger(msg.sessions)) live.sessions = msg.sessions as number;
+          }
+        },
+        onClose(reason) {
+          hub.remove(live);
+          touch(name, addr, live.version).catch(() => {});
+          deps.logger.info(`node ${name} disconnected: ${reason}`);
+        },
+      }, { role: "accept" });
+      live = { name, mux, addr, version: null, sessions: null, connectedAt: now() };
+      hub.add(live);
+      touch(name, addr, null).catch(() => {});
+      deps.logger.info(`node ${name} connected from ${addr}`);
+    });
+    return response;
+  };
+
+  const touch = async (name: string, addr: string, version: string | null) => {
+    const node = await deps.store.getNode(name);
+    if (!node || node.revokedAt) return;
+    await deps.store.putNode({
+      ...node,
+      lastSeenAt: now().toISOString(),
+      lastAddr: addr,
+      version: version ?? node.version,
+    });
+  };
+
+  for (
+    const path of [
+      "/healthz",
+      "/metrics",
+      "/api/v1/info",
+      "/api/v1/register",
+      "/api/v1/nodes",
+      "/api/v1/nodes/:name",
+      "/api/v1/invites",
+      "/api/v1/invites/:id",
+      "/node/connect",
+    ]
+  ) {
+    app.all(path, (c) => {
+      throw new HttpError(405, "method_not_allowed", `${c.req.method} is not allowed on ${path}`);
+    });
+  }
+
+  return {
+    app,
+    hub,
+    metrics,
+    goaway(message: string) {
+      for (const node of hub.all()) node.mux.goaway("relay_restarting", message);
+    },
+  };
+}
+
+/** Reads a JSON object body of at most {@link MAX_JSON_BODY} bytes. */
+async function jsonBody(c: Context<Env>): Promise<Record<string, unknown>> {
+  const length = Number(c.req.header("content-length") ?? "0");
+  if (length > MAX_JSON_BODY) {
+    throw new HttpError(413, "too_large", `Body over ${MAX_JSON_BODY} bytes`);
+  }
+  const text = await readLimited(c.req.raw, MAX_JSON_BODY);
+  let value: unknown;
+  try {
+    value = JSON.parse(text || "{}");
+  } catch {
+    throw new HttpError(400, "bad_request", "The body is not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new HttpError(400, "bad_request", "The body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+async function readLimited(req: Request, limit: number): Promise<string> {
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body) {
+    size += chunk.byteLength;
+    if (size > limit) throw new HttpError(413, "too_large", `Body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const ch of chunks) {
+    all.set(ch, at);
+    at += ch.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}

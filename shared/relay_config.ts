@@ -1,0 +1,67 @@
+import { join } from "node:path";
+import { CwError } from "./errors.ts";
+import { writeFileAtomic } from "./paths.ts";
+
+/** What `cw setup` saves: how this node reaches its relay. The file is 0600. */
+export interface RelayConfig {
+  /** The relay's base URL, e.g. `https://relay.example.com`. */
+  url: string;
+  /** This node's name on the relay. */
+  name: string;
+  /** The node credential (`NAME.cwn_…`); a secret. */
+  credential: string;
+  /** PEM of a CA to trust for the relay, when not a public one. */
+  caCert: string | null;
+}
+
+/** Path of the relay config in a data dir. */
+export function relayConfigPath(home: string): string {
+  return join(home, "relay.json");
+}
+
+/** Reads the relay config; null when this node has none. */
+export function loadRelayConfig(home: string): RelayConfig | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(relayConfigPath(home));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+  try {
+    const v = JSON.parse(text);
+    if (
+      typeof v.url === "string" && typeof v.name === "string" && typeof v.credential === "string"
+    ) {
+      return {
+        url: v.url,
+        name: v.name,
+        credential: v.credential,
+        caCert: typeof v.caCert === "string" ? v.caCert : null,
+      };
+    }
+  } catch {
+    // fall through
+  }
+  throw new CwError("bad_request", `${relayConfigPath(home)} is damaged; run cw setup again`);
+}
+
+/** Saves the relay config atomically with mode 0600. */
+export function saveRelayConfig(home: string, config: RelayConfig): void {
+  writeFileAtomic(relayConfigPath(home), JSON.stringify(config, null, 2) + "\n", 0o600);
+}
+
+/** Removes the relay config; false if there was none. */
+export function removeRelayConfig(home: string): boolean {
+  try {
+    Deno.removeSync(relayConfigPath(home));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An HTTP client trusting the config's CA (for fetch and WebSocket), if it has one. */
+export function relayHttpClient(config: Pick<RelayConfig, "caCert">): Deno.HttpClient | undefined {
+  return config.caCert ? Deno.createHttpClient({ caCerts: [config.caCert] }) : undefined;
+}
