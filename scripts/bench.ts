@@ -104,10 +104,7 @@ function outerEnv(extra: Record<string, string>): Record<string, string> {
 
 /** Writes `bytes` of base64 text in 76-column lines, like `base64` prints. */
 async function writeTextFile(path: string, bytes: number): Promise<void> {
-  const raw = new Uint8Array(57 * 1024);
-  crypto.getRandomValues(raw.subarray(0, 57 * 1024 / 2));
-  crypto.getRandomValues(raw.subarray(57 * 1024 / 2));
-  const b64 = raw.toBase64();
+  const b64 = crypto.getRandomValues(new Uint8Array(57 * 1024)).toBase64();
   const lines: string[] = [];
   for (let i = 0; i < b64.length; i += 76) lines.push(b64.slice(i, i + 76));
   const block = new TextEncoder().encode(lines.join("\n") + "\n");
@@ -401,11 +398,12 @@ function report(
   const out: string[] = [];
   out.push(
     `cw standalone benchmark — ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, ` +
-      `deno ${machine.deno}, ${machine.tmux}`,
+      `deno ${machine.deno}, ${machine.tmux}, load ${machine.loadAtStart} at start`,
     "",
-    `Keystroke echo round trip (${ECHO_SAMPLES} samples after ${ECHO_WARMUP} warm-up)`,
+    `Keystroke echo round trip (${ECHO_SAMPLES} samples after ${ECHO_WARMUP} warm-up; ` +
+      "extra text: samples whose output held more than the echoed letter)",
     table(
-      ["path", "p50", "p99", "max", "with redraw"],
+      ["path", "p50", "p99", "max", "extra text"],
       PATHS.map((p) => [
         LABEL[p],
         fmtMs(io.echo[p].p50Ms),
@@ -476,6 +474,8 @@ function progress(message: string): void {
 
 async function main(): Promise<number> {
   const started = performance.now();
+  // other work on the machine moves every figure; say how busy it was
+  const loadAtStart = (await output("cat", ["/proc/loadavg"])).split(" ").slice(0, 3).join(" ");
   await using rig = new Rig();
   const interrupted = new Promise<never>((_, reject) => {
     Deno.addSignalListener("SIGINT", () => reject(new Error("Interrupted")));
@@ -493,6 +493,7 @@ async function main(): Promise<number> {
       .trim(),
     cores: navigator.hardwareConcurrency,
     kernel: Deno.osRelease(),
+    loadAtStart,
     deno: Deno.version.deno,
     tmux: await output("tmux", ["-V"]),
     commit: await output("git", [
