@@ -2,7 +2,7 @@ import { FrameKind, type SessionInfo, type StreamEvent } from "../shared/protoco
 import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf } from "./exit_code.ts";
-import { writeAll } from "./io.ts";
+import { concat, writeAll } from "./io.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
 const PREFIX = 0x02;
@@ -120,7 +120,8 @@ async function readOutput(conn: FramedConn): Promise<End | "lost"> {
     const frame = await conn.next();
     if (!frame) return "lost";
     if (frame.kind === FrameKind.DATA) {
-      await writeAll(Deno.stdout, frame.bytes);
+      const more = conn.takeQueuedData();
+      await writeAll(Deno.stdout, more.length ? concat([frame.bytes, ...more]) : frame.bytes);
     } else if (frame.kind === FrameKind.EVENT) {
       const e = frame.value as StreamEvent;
       if (e.type === "exit") return e;

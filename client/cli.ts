@@ -15,7 +15,7 @@ import { AnsiStripper } from "./ansi.ts";
 import { attach } from "./attach.ts";
 import { exitCodeOf } from "./exit_code.ts";
 import { COMMANDS, helpText, usageError } from "./help.ts";
-import { readAll, writeAll } from "./io.ts";
+import { concat, readAll, writeAll } from "./io.ts";
 import { localDialer, nodeRunning } from "./local.ts";
 import { NodeClient } from "./node_client.ts";
 import { kv, nodes, RelayUsageError, setup } from "./relay_cmds.ts";
@@ -403,7 +403,7 @@ async function send(args: string[], { client }: Ctx): Promise<number> {
   if (!values["no-newline"] && values.file === undefined && values.stdin !== true) {
     // Enter is a carriage return: cooked terminals turn it into a newline,
     // raw-mode programs (agent UIs) expect exactly it.
-    data = concat(data, new Uint8Array([0x0d]));
+    data = concat([data, new Uint8Array([0x0d])]);
   }
   for (let i = 0; i < data.byteLength || i === 0; i += SEND_CHUNK) {
     const part = data.subarray(i, i + SEND_CHUNK);
@@ -411,13 +411,6 @@ async function send(args: string[], { client }: Ctx): Promise<number> {
     if (data.byteLength === 0) break;
   }
   return 0;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }
 
 // ---------------------------------------------------------------- wait

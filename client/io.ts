@@ -23,3 +23,14 @@ export async function readAll(r: ReadableStream<Uint8Array>): Promise<Uint8Array
   }
   return out;
 }
+
+/** Joins byte arrays into one. */
+export function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}

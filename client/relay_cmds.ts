@@ -343,6 +343,14 @@ export async function kv(args: string[], home: string): Promise<number> {
           const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) =>
             l.slice(5).trim()
           ).join("");
+          if (/^event:\s*end$/m.test(event)) {
+            // the relay ended the watch (it is stopping, or this watcher fell behind)
+            let message = "The relay ended this watch";
+            try {
+              message = JSON.parse(data).message ?? message;
+            } catch { /* not JSON: keep the default */ }
+            throw new CwError("node_unavailable", message);
+          }
           if (data) console.log(data);
         }
       }

@@ -85,6 +85,11 @@ export class PtyHost {
     this.#post({ t: "resize", id, cols, rows });
   }
 
+  /** Pauses or resumes reading a PTY's output. */
+  setPaused(id: number, paused: boolean): void {
+    this.#post({ t: "flow", id, paused });
+  }
+
   /** Stops the worker. */
   terminate(): void {
     this.#worker.terminate();
@@ -107,6 +112,7 @@ export class PtyHost {
         break;
       case "data":
         this.#handlers.get(msg.id)?.onData(msg.data);
+        this.#post({ t: "ack", id: msg.id });
         break;
       case "exit": {
         const h = this.#handlers.get(msg.id);

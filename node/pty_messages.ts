@@ -14,7 +14,11 @@ export type ToWorker =
   }
   | { t: "write"; id: number; data: Uint8Array }
   | { t: "resize"; id: number; cols: number; rows: number }
-  | { t: "close"; id: number };
+  | { t: "close"; id: number }
+  /** Stop or restart reading the PTY (flow control from the viewers). */
+  | { t: "flow"; id: number; paused: boolean }
+  /** The main thread has taken the last `data` of this PTY. */
+  | { t: "ack"; id: number };
 
 /** worker → main. */
 export type FromWorker =

@@ -31,6 +31,11 @@ export class ByteRing {
     this.#buf = new Uint8Array(Math.min(this.#cap, 1024));
   }
 
+  /** Most bytes the ring holds. */
+  get capacity(): number {
+    return this.#cap;
+  }
+
   /** Oldest offset still held. */
   get start(): number {
     return this.#circular ? Math.max(0, this.#end - this.#cap) : this.#end - this.#used;

@@ -14,7 +14,7 @@ import {
 import type { Logger } from "../shared/logger.ts";
 import { LogReader } from "./output_log.ts";
 import { parseRequest } from "./requests.ts";
-import type { Session } from "./session.ts";
+import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
@@ -194,7 +194,7 @@ export class SessionService {
         } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
       }
     })().finally(() => stop.abort());
-    await Promise.race([pump(conn, s, from, stop.signal), input]);
+    await Promise.race([pump(conn, s, from, stop.signal, !readOnly), input]);
     stop.abort();
   }
 
@@ -227,20 +227,41 @@ export class SessionService {
  * it, until the session ends or `signal` aborts. Each reader has its own
  * position in the ring; one that falls behind is told how much it missed.
  */
-async function pump(conn: FramedConn, s: Session, pos: number, signal: AbortSignal): Promise<void> {
+async function pump(
+  conn: FramedConn,
+  s: Session,
+  from: number,
+  signal: AbortSignal,
+  interactive = false,
+): Promise<void> {
+  const viewer = s.follow(from, interactive);
+  try {
+    await pumpFrom(conn, s, viewer, signal);
+  } finally {
+    viewer.leave();
+  }
+}
+
+async function pumpFrom(
+  conn: FramedConn,
+  s: Session,
+  viewer: Viewer,
+  signal: AbortSignal,
+): Promise<void> {
   const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
   while (!signal.aborted) {
+    const pos = viewer.pos;
     if (pos < s.ring.start) {
       // read start once: the ring moves on while the event is sent
       const start = s.ring.start;
       await sendEvent(conn, { type: "skipped", bytes: start - pos, offset: start });
-      pos = start;
+      viewer.advance(start);
       continue;
     }
     if (pos < s.ring.end) {
       const chunk = s.ring.read(pos, DATA_CHUNK);
       await conn.send(encodeFrame(FrameKind.DATA, chunk));
-      pos += chunk.byteLength;
+      viewer.advance(pos + chunk.byteLength);
       continue;
     }
     if (!s.running) {
@@ -248,6 +269,7 @@ async function pump(conn: FramedConn, s: Session, pos: number, signal: AbortSign
       await sendEvent(conn, { type: "exit", status, exitCode, signal: sig });
       return;
     }
+    viewer.progressAt = Date.now(); // caught up: idle, not stalled
     await Promise.race([s.changed(), aborted]);
   }
 }

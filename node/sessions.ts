@@ -119,6 +119,10 @@ export class SessionManager {
       TERM: spec.env.TERM && spec.env.TERM !== "dumb" ? spec.env.TERM : "xterm-256color",
     };
     this.#sessions.set(id, session);
+    session.setFlowControl({
+      pause: () => this.#opts.pty.setPaused(id, true),
+      resume: () => this.#opts.pty.setPaused(id, false),
+    });
     try {
       meta.pid = await this.#opts.pty.spawn(id, {
         file,

@@ -78,8 +78,9 @@ class KvApiError extends Error {
     code: KvApiErrorCode,
     message: string,
     headers: Record<string, string> = {},
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, { cause });
     this.name = "KvApiError";
     this.status = status;
     this.code = code;
@@ -249,13 +250,13 @@ async function putEntry(
   }
   if (cond.kind === "absent") {
     const version = await set({ ifAbsent: true });
-    if (version === null) throw failed(`KV key "${key}" in "${ns}" already exists`);
+    if (version === null) throw failed(`KV key "${printable(key)}" in "${ns}" already exists`);
     return { version, created: true };
   }
   for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
     const current = await currentVersion(store, ns, key, now);
     if (current === null && cond.kind === "exists") {
-      throw failed(`KV key "${key}" in "${ns}" does not exist`);
+      throw failed(`KV key "${printable(key)}" in "${ns}" does not exist`);
     }
     const version = await set(current === null ? { ifAbsent: true } : { ifVersion: current });
     if (version !== null) return { version, created: current === null };
@@ -322,7 +323,13 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      throw new KvApiError(400, "bad_request", "The request body could not be read", {}, err);
+    }
+    const { done, value } = chunk;
     if (done) break;
     total += value.byteLength;
     if (total > limit) {
@@ -349,18 +356,21 @@ function watchResponse(
   match: { key: string } | { prefix: string },
   heartbeatMs: number,
 ): Response {
+  const headers = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+  };
+  // HEAD gets the headers only: a stream nobody reads would never end.
+  if (c.req.method === "HEAD") return new Response(null, { headers });
   const encoder = new TextEncoder();
   const stop = new AbortController();
-  const clientGone = c.req.raw.signal;
-  const onGone = () => stop.abort();
-  clientGone.addEventListener("abort", onGone, { once: true });
   const events = store.kvWatch(ns, match, stop.signal)[Symbol.asyncIterator]();
   let timer: ReturnType<typeof setInterval> | undefined;
   let closed = false;
   const finish = () => {
     closed = true;
     clearInterval(timer);
-    clientGone.removeEventListener("abort", onGone);
     stop.abort();
   };
   const body = new ReadableStream<Uint8Array>({
@@ -388,13 +398,7 @@ function watchResponse(
       finish();
     },
   }, { highWaterMark: 1 });
-  return new Response(body, {
-    headers: {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-store",
-      "X-Accel-Buffering": "no",
-    },
-  });
+  return new Response(body, { headers });
 }
 
 function sseEvent(e: KvEvent): string {

@@ -6,18 +6,20 @@
  * - `["node", name]` → {@link NodeRecord}
  * - `["invite", tokenHash]` → {@link InviteRecord}
  * - `["sshkey", fingerprint]` → {@link SshKeyRecord}
- * - `["kv", ns, key]` → {@link KvMeta}: where the value lives, its size and expiry.
- *   Its versionstamp is the entry's version.
- * - `["kvblob", blobId, i]` → chunk `i` of a value (Deno KV caps one value at
- *   64 KiB and one atomic commit at ~800 KiB, so a 1 MiB value cannot be one
- *   record nor one commit).
+ * - `["kv", ns, key]` → {@link KvMeta}: size, expiry, and either the value
+ *   itself (up to {@link INLINE_MAX_BYTES}) or where its chunks are. Its
+ *   versionstamp is the entry's version.
+ * - `["kvblob", blobId, i]` → chunk `i` of a larger value (Deno KV caps one
+ *   value at 64 KiB and one atomic commit at ~800 KiB, so a 1 MiB value can be
+ *   neither one record nor one commit).
  * - `["kvorphan", blobId]` → {@link OrphanMark}: a blob that is not (or no
  *   longer) referenced by any metadata and must be deleted; swept on open, so
  *   a crash mid-write leaks nothing.
  *
- * A write stores the chunks under a fresh blob id first (plain batches), then
- * commits the small metadata record atomically with the compare-and-set check,
- * then deletes the old blob. A read takes the metadata, then the chunks; if a
+ * A small value is written in one atomic commit with the compare-and-set
+ * check. A large one is stored as chunks under a fresh blob id first (plain
+ * batches), then the metadata is committed atomically with the check, then
+ * the old blob is deleted. A read takes the metadata, then the chunks; if a
  * chunk is gone because a concurrent write replaced the entry, it reads again.
  *
  * Expiry is logical: `expiresAt` is kept in the metadata and compared with the
@@ -44,10 +46,14 @@ export const KV_LIST_MAX_LIMIT = 1000;
 /** Events a watcher may fall behind by before its watch is ended. */
 export const KV_WATCH_QUEUE_EVENTS = 1000;
 
+/** Values up to this size live in their metadata record: one commit, one read. */
+const INLINE_MAX_BYTES = 16 * 1024;
 /** One chunk record; Deno KV's limit is 64 KiB per value. */
 const CHUNK_BYTES = 60 * 1024;
 /** Chunks written per atomic batch: 8 × 60 KiB stays under the ~800 KiB commit limit. */
 const CHUNKS_PER_BATCH = 8;
+/** Metadata records per list batch: bounds a listing's memory with inline values. */
+const LIST_BATCH = 100;
 /** Deno KV reads at most 10 keys per getMany. */
 const GET_MANY_MAX = 10;
 /** Bytes of one caller-given key part (ns, key, name …); Deno KV keys are ≤ 2 KiB in all. */
@@ -58,13 +64,19 @@ const READ_ATTEMPTS = 20;
 /** Engine expiry trails the logical one, so `expireIn` never removes a live entry. */
 const EXPIRE_GRACE_MS = 60_000;
 
-/** Metadata of one KV entry; the value itself lives in blob chunks. */
-interface KvMeta {
-  blobId: string;
+/** Where a large value's chunks are. */
+interface BlobRef {
+  id: string;
   chunks: number;
+}
+
+/** Metadata of one KV entry; exactly one of `inline` and `blob` is set. */
+interface KvMeta {
   size: number;
   /** ISO time, or null for no expiry. */
   expiresAt: string | null;
+  inline: Uint8Array | null;
+  blob: BlobRef | null;
 }
 
 /** A blob waiting to be deleted. */
@@ -180,7 +192,8 @@ class DenoKvStore implements RelayStore {
     let meta = await this.#kv.get<KvMeta>(metaKey);
     for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
       if (meta.value === null || expired(meta.value, now)) return null;
-      const value = await this.#readBlob(meta.value);
+      const m = meta.value;
+      const value = m.blob === null ? m.inline : await this.#readBlob(m.blob, m.size);
       if (value !== null) {
         return { value, version: meta.versionstamp!, expiresAt: meta.value.expiresAt };
       }
@@ -221,7 +234,9 @@ class DenoKvStore implements RelayStore {
     }
 
     const metaKey = ["kv", ns, key];
-    let blob: KvMeta | null = null;
+    // A copy: a view would be stored with its whole underlying buffer.
+    const inline = value.byteLength <= INLINE_MAX_BYTES ? value.slice() : null;
+    let blob: BlobRef | null = null;
     let committed = false;
     try {
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
@@ -232,23 +247,24 @@ class DenoKvStore implements RelayStore {
           if (!live) return { ok: false, reason: "not_found" };
           if (cur.versionstamp !== opts.ifVersion) return { ok: false, reason: "conflict" };
         }
-        blob ??= await this.#writeBlob(value, expireIn);
-        const meta: KvMeta = { ...blob, expiresAt };
+        if (inline === null) blob ??= await this.#writeBlob(value, expireIn);
+        const meta: KvMeta = { size: value.byteLength, expiresAt, inline, blob };
         const op = this.#kv.atomic().check(cur)
-          .set(metaKey, meta, expireIn === undefined ? undefined : { expireIn })
-          .delete(["kvorphan", blob.blobId]);
-        if (cur.value !== null) op.set(["kvorphan", cur.value.blobId], orphanMark(cur.value));
+          .set(metaKey, meta, expireIn === undefined ? undefined : { expireIn });
+        if (blob !== null) op.delete(["kvorphan", blob.id]);
+        const old = cur.value?.blob ?? null;
+        if (old !== null) op.set(["kvorphan", old.id], { chunks: old.chunks } satisfies OrphanMark);
         const res = await op.commit();
         if (!res.ok) continue;
         committed = true;
         // Published before any await, so watchers see changes in commit order.
         this.#bus.publish({ type: "set", ns, key, version: res.versionstamp, expiresAt });
-        if (cur.value !== null) await this.#deleteBlob(cur.value);
+        if (old !== null) await deleteBlob(this.#kv, old);
         return { ok: true, version: res.versionstamp };
       }
       throw new Error(`Cannot write KV key "${key}" in "${ns}": the store is too busy, try again`);
     } finally {
-      if (blob !== null && !committed) await this.#deleteBlob(blob);
+      if (blob !== null && !committed) await deleteBlob(this.#kv, blob);
     }
   }
 
@@ -267,11 +283,12 @@ class DenoKvStore implements RelayStore {
       if (opts.ifVersion !== undefined && cur.versionstamp !== opts.ifVersion) {
         return { ok: false, reason: "conflict" };
       }
-      const res = await this.#kv.atomic().check(cur).delete(metaKey)
-        .set(["kvorphan", cur.value.blobId], orphanMark(cur.value)).commit();
-      if (!res.ok) continue;
+      const old = cur.value.blob;
+      const op = this.#kv.atomic().check(cur).delete(metaKey);
+      if (old !== null) op.set(["kvorphan", old.id], { chunks: old.chunks } satisfies OrphanMark);
+      if (!(await op.commit()).ok) continue;
       this.#bus.publish({ type: "delete", ns, key, version: null, expiresAt: null });
-      await this.#deleteBlob(cur.value);
+      if (old !== null) await deleteBlob(this.#kv, old);
       return { ok: true, version: cur.versionstamp! };
     }
     throw new Error(`Cannot delete KV key "${key}" in "${ns}": the store is too busy, try again`);
@@ -298,7 +315,7 @@ class DenoKvStore implements RelayStore {
     const entries: KvPage["entries"] = [];
     const iter = this.#kv.list<KvMeta>(
       { prefix: ["kv", ns], start: ["kv", ns, after ?? prefix] },
-      { batchSize: Math.min(limit + 1, 500) },
+      { batchSize: Math.min(limit + 1, LIST_BATCH) },
     );
     for await (const e of iter) {
       const key = e.key[2];
@@ -355,7 +372,7 @@ class DenoKvStore implements RelayStore {
   }
 
   /** Writes `value` as chunks under a fresh blob id, marked orphan until committed. */
-  async #writeBlob(value: Uint8Array, expireIn: number | undefined): Promise<KvMeta> {
+  async #writeBlob(value: Uint8Array, expireIn: number | undefined): Promise<BlobRef> {
     const blobId = crypto.randomUUID();
     const chunks = Math.ceil(value.byteLength / CHUNK_BYTES);
     const opts = expireIn === undefined ? undefined : { expireIn: expireIn + EXPIRE_GRACE_MS };
@@ -368,43 +385,41 @@ class DenoKvStore implements RelayStore {
       }
       await op.commit();
     }
-    return { blobId, chunks, size: value.byteLength, expiresAt: null };
+    return { id: blobId, chunks };
   }
 
   /** The value of a blob, or null if any chunk is missing (replaced or reclaimed). */
-  async #readBlob(meta: KvMeta): Promise<Uint8Array | null> {
-    const keys = Array.from({ length: meta.chunks }, (_, i) => ["kvblob", meta.blobId, i]);
+  async #readBlob(blob: BlobRef, size: number): Promise<Uint8Array | null> {
+    const keys = Array.from({ length: blob.chunks }, (_, i) => ["kvblob", blob.id, i]);
     const groups: Deno.KvKey[][] = [];
     for (let i = 0; i < keys.length; i += GET_MANY_MAX) {
       groups.push(keys.slice(i, i + GET_MANY_MAX));
     }
     const read = await Promise.all(groups.map((g) => this.#kv.getMany<Uint8Array[]>(g)));
-    const out = new Uint8Array(meta.size);
+    const out = new Uint8Array(size);
     let offset = 0;
     for (const e of read.flat()) {
       const chunk = e.value;
-      if (!(chunk instanceof Uint8Array) || offset + chunk.byteLength > meta.size) return null;
+      if (!(chunk instanceof Uint8Array) || offset + chunk.byteLength > size) return null;
       out.set(chunk, offset);
       offset += chunk.byteLength;
     }
-    return offset === meta.size ? out : null;
-  }
-
-  async #deleteBlob(blob: { blobId: string; chunks: number }): Promise<void> {
-    await deleteBlob(this.#kv, blob.blobId, blob.chunks);
+    return offset === size ? out : null;
   }
 }
 
 /** Deletes a blob's chunks, then its orphan mark. */
-async function deleteBlob(kv: Deno.Kv, blobId: string, chunks: number): Promise<void> {
-  for (let first = 0; first < chunks; first += CHUNKS_PER_BATCH * 8) {
+async function deleteBlob(kv: Deno.Kv, blob: BlobRef): Promise<void> {
+  // Deletes are small: a commit holds many more of them than of chunk writes.
+  const perCommit = 64;
+  for (let first = 0; first < blob.chunks; first += perCommit) {
     const op = kv.atomic();
-    for (let i = first; i < Math.min(first + CHUNKS_PER_BATCH * 8, chunks); i++) {
-      op.delete(["kvblob", blobId, i]);
+    for (let i = first; i < Math.min(first + perCommit, blob.chunks); i++) {
+      op.delete(["kvblob", blob.id, i]);
     }
     await op.commit();
   }
-  await kv.delete(["kvorphan", blobId]);
+  await kv.delete(["kvorphan", blob.id]);
 }
 
 /** Deletes every blob marked orphan: left by a write or delete that crashed half-way. */
@@ -412,12 +427,9 @@ async function sweepOrphans(kv: Deno.Kv): Promise<void> {
   for await (const e of kv.list<OrphanMark>({ prefix: ["kvorphan"] })) {
     const blobId = e.key[1];
     if (typeof blobId !== "string") continue;
-    await deleteBlob(kv, blobId, Number.isInteger(e.value?.chunks) ? e.value.chunks : 0);
+    const chunks = Number.isInteger(e.value?.chunks) ? e.value.chunks : 0;
+    await deleteBlob(kv, { id: blobId, chunks });
   }
-}
-
-function orphanMark(meta: KvMeta): OrphanMark {
-  return { chunks: meta.chunks };
 }
 
 function expired(meta: { expiresAt: string | null }, now: Date): boolean {

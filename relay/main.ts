@@ -142,14 +142,30 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     logger.info(`admin token file: ${join(opts.dataDir, "admin.token")}`);
   }
 
+  // a node revoked through the data dir (cw relay nodes --revoke --data-dir) loses its link too
+  const sweep = setInterval(async () => {
+    try {
+      for (const n of await store.listNodes()) if (n.revokedAt) relay.hub.disconnect(n.name, "revoked");
+    } catch (err) {
+      logger.warn(`revocation sweep failed: ${err}`);
+    }
+  }, 3000);
+
   const stop = Promise.withResolvers<string>();
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(sig, () => stop.resolve(sig));
   }
   const reason = await stop.promise;
   logger.info(`shutting down (${reason})`);
+  clearInterval(sweep);
   relay.goaway("the relay is restarting");
-  await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, 3000))]);
+  const closed = server.shutdown();
+  const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // an open KV watch never finishes by itself: after a moment for requests in flight,
+  // closing the store ends every watch (with `event: end`) so that none holds the shutdown
+  await Promise.race([closed, delay(250)]);
+  await store[Symbol.asyncDispose]();
+  await Promise.race([closed, delay(3000)]);
   logger.info("stopped");
   return 0;
 }

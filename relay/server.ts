@@ -3,6 +3,8 @@ import type { Context } from "hono";
 import type { ErrorCode } from "../shared/protocol.ts";
 import type { Logger } from "../shared/logger.ts";
 import { Mux } from "../shared/mux.ts";
+import { splice, wsDuplex } from "../shared/ws_duplex.ts";
+import { encodeJson, FrameKind } from "../shared/protocol.ts";
 import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import { VERSION } from "../shared/version.ts";
 import { Hub, type LiveNode } from "./hub.ts";
@@ -239,12 +241,16 @@ export function createRelay(deps: RelayDeps): Relay {
       // re-registering: the node proves it holds the name with its old credential
       const previous = body.previousCredential;
       const existing = await deps.store.getNode(name);
+      let displaced: NodeRecord | null = null;
       if (existing && !existing.revokedAt && typeof previous === "string") {
         if (constantTimeEqual(await hashSecret(previous), existing.credentialHash)) {
+          displaced = existing;
           await deps.store.putNode({ ...existing, revokedAt: now().toISOString() });
         }
       }
       const result = await deps.store.register(await hashSecret(invite as string), record, now());
+      // a failed re-registration (bad invite) must not cost the node its old credential
+      if (!result.ok && displaced) await deps.store.putNode(displaced);
       if (!result.ok && result.reason === "invite_invalid") {
         throw new HttpError(403, "invite_invalid", "The invite is unknown, used up or expired");
       }
@@ -340,6 +346,45 @@ export function createRelay(deps: RelayDeps): Relay {
     kvApi(deps.store, { now, onOp: (op) => metrics.inc("cw_relay_kv_operations_total", { op }) }),
   );
 
+  // ---- client streams to a node: the node protocol, spliced onto a link stream
+  app.get("/api/v1/nodes/:name/connect", async (c) => {
+    const origin = c.req.header("origin");
+    if (origin !== undefined && origin !== new URL(deps.baseUrl).origin) {
+      throw new HttpError(403, "forbidden", "Cross-origin WebSocket upgrades are refused");
+    }
+    const p = await authenticate(c);
+    const name = c.req.param("name") ?? "";
+    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
+      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
+    }
+    const known = deps.authMode === "none" || (await deps.store.getNode(name))?.revokedAt === null;
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    const client = wsDuplex(socket);
+    const live = hub.get(name);
+    socket.addEventListener("open", () => {
+      if (!live || !known) {
+        // a WebSocket client cannot read an HTTP error body: answer in the protocol
+        const error = known
+          ? { code: "node_offline", message: `Node "${name}" is offline` }
+          : { code: "not_found", message: `Unknown node "${name}"` };
+        socket.send(encodeJson(FrameKind.ERROR, error));
+        socket.close(1000);
+        return;
+      }
+      metrics.inc("cw_relay_client_streams_total", { principal: p.kind });
+      let stream;
+      try {
+        stream = live.mux.open({ kind: "node" });
+      } catch (err) {
+        socket.send(encodeJson(FrameKind.ERROR, { code: "node_offline", message: `Node "${name}": ${(err as Error).message}` }));
+        socket.close(1000);
+        return;
+      }
+      void splice(client, stream);
+    });
+    return response;
+  });
+
   // ---- node links
   app.get("/node/connect", async (c) => {
     const origin = c.req.header("origin");
@@ -412,6 +457,7 @@ export function createRelay(deps: RelayDeps): Relay {
       "/api/v1/nodes/:name",
       "/api/v1/invites",
       "/api/v1/invites/:id",
+      "/api/v1/nodes/:name/connect",
       "/node/connect",
     ]
   ) {

@@ -60,6 +60,18 @@ export class FramedConn {
     }
   }
 
+  /**
+   * Takes the DATA frames already decoded and waiting, without reading more
+   * (lets a reader write a burst of output at once).
+   */
+  takeQueuedData(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    while (this.#queue[0]?.kind === FrameKind.DATA) {
+      out.push((this.#queue.shift() as { bytes: Uint8Array }).bytes);
+    }
+    return out;
+  }
+
   /** Writes pre-encoded frame bytes. */
   async send(bytes: Uint8Array): Promise<void> {
     if (this.#closed) throw new CwError("internal", "Connection is closed");
