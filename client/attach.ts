@@ -1,4 +1,5 @@
 import { FrameKind, type SessionInfo, type StreamEvent } from "../shared/protocol.ts";
+import { CwError } from "../shared/errors.ts";
 import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf } from "./exit_code.ts";
@@ -12,6 +13,8 @@ const DETACH_KEY = 0x64; // d
 export interface AttachOptions {
   readOnly: boolean;
   history: boolean;
+  /** Reconnect and resume after a lost connection (remote targets). */
+  resume?: boolean;
 }
 
 /**
@@ -41,10 +44,15 @@ export class DetachKeys {
   }
 }
 
+/** How long a remote attach keeps trying to get back after a network loss. */
+const RESUME_WINDOW_MS = 60_000;
+
 /**
  * Attaches the terminal to a session: raw mode, history replay, live output,
  * input, size following the terminal. Resolves to the process exit code: the
- * session's when it ends, 0 on detach.
+ * session's when it ends, 0 on detach. With `resume` (remote targets), a lost
+ * connection is re-opened from the byte offset already shown, so nothing is
+ * lost or shown twice while the node's ring still holds it.
  */
 export async function attach(
   client: NodeClient,
@@ -52,47 +60,97 @@ export async function attach(
   opts: AttachOptions,
 ): Promise<number> {
   const tty = Deno.stdin.isTerminal();
-  const size = consoleSize();
-  const { response, conn } = await client.stream({
+  const first = await client.stream({
     op: "attach",
     session: ref,
     readOnly: opts.readOnly,
     history: opts.history,
-    ...size,
+    ...consoleSize(),
   });
-  const info = response.session as SessionInfo;
+  const info = first.response.session as SessionInfo;
+  const state: Stream = { conn: first.conn, offset: first.response.offset as number };
   if (tty) Deno.stdin.setRaw(true);
   const onResize = () => {
     const s = consoleSize();
     if (s && !opts.readOnly) {
-      conn.sendJson(FrameKind.EVENT, { type: "resize", ...s } satisfies StreamEvent).catch(
+      state.conn.sendJson(FrameKind.EVENT, { type: "resize", ...s } satisfies StreamEvent).catch(
         () => {},
       );
     }
   };
   if (tty) Deno.addSignalListener("SIGWINCH", onResize);
   try {
-    const detached = readInput(conn, opts.readOnly);
-    const ended = readOutput(conn);
-    const result = await Promise.race([detached, ended]);
-    if (result === "detach") {
+    const detached = readInput(state, opts.readOnly);
+    while (true) {
+      const result = await Promise.race([detached, readOutput(state)]);
+      if (result === "detach") {
+        restore(tty);
+        console.error(`\n[detached from session ${info.id}]`);
+        return 0;
+      }
+      if (result === "lost" && opts.resume && await reconnect(client, info.id, state, opts)) {
+        continue;
+      }
       restore(tty);
-      console.error(`\n[detached from session ${info.id}]`);
-      return 0;
+      if (result === "lost") {
+        console.error(`\ncw: lost the connection to the node while attached to session ${info.id}`);
+        return 1;
+      }
+      console.error(`\n[session ${info.id} ${describeEnd(result)}]`);
+      return exitCodeOf(result);
     }
-    restore(tty);
-    if (result === "lost") {
-      console.error(`cw: lost the connection to the node while attached to session ${info.id}`);
-      return 1;
-    }
-    const code = exitCodeOf(result);
-    console.error(`\n[session ${info.id} ${describeEnd(result)}]`);
-    return code;
   } finally {
     restore(tty);
     if (tty) Deno.removeSignalListener("SIGWINCH", onResize);
-    conn.close();
+    state.conn.close();
   }
+}
+
+/** The current connection of an attach and the next output offset it expects. */
+interface Stream {
+  conn: FramedConn;
+  offset: number;
+}
+
+/** Re-opens a remote attach from `state.offset`; false when it cannot within the window. */
+async function reconnect(
+  client: NodeClient,
+  id: number,
+  state: Stream,
+  opts: AttachOptions,
+): Promise<boolean> {
+  state.conn.close();
+  const note = (text: string) =>
+    writeAll(Deno.stderr, new TextEncoder().encode(`\r\n[cw: ${text}]\r\n`));
+  await note("connection lost; reconnecting");
+  const deadline = Date.now() + RESUME_WINDOW_MS;
+  for (let delay = 100; Date.now() < deadline; delay = Math.min(delay * 2, 2000)) {
+    try {
+      const { response, conn } = await client.stream({
+        op: "attach",
+        session: String(id),
+        readOnly: opts.readOnly,
+        from: state.offset,
+        ...consoleSize(),
+      });
+      const skipped = (response.skipped as number) ?? 0;
+      state.conn = conn;
+      state.offset = response.offset as number;
+      await note(
+        skipped > 0
+          ? `reconnected; ${skipped} bytes were no longer held and are skipped`
+          : "reconnected",
+      );
+      return true;
+    } catch (err) {
+      // the session itself is gone: no point in retrying
+      if (err instanceof CwError && (err.code === "not_found" || err.code === "not_running")) {
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  return false;
 }
 
 function restore(tty: boolean): void {
@@ -115,17 +173,21 @@ function consoleSize(): { cols: number; rows: number } | undefined {
 
 type End = Pick<SessionInfo, "status" | "exitCode" | "signal">;
 
-async function readOutput(conn: FramedConn): Promise<End | "lost"> {
+async function readOutput(state: Stream): Promise<End | "lost"> {
+  const conn = state.conn;
   while (true) {
-    const frame = await conn.next();
+    const frame = await conn.next().catch(() => null);
     if (!frame) return "lost";
     if (frame.kind === FrameKind.DATA) {
       const more = conn.takeQueuedData();
-      await writeAll(Deno.stdout, more.length ? concat([frame.bytes, ...more]) : frame.bytes);
+      const bytes = more.length ? concat([frame.bytes, ...more]) : frame.bytes;
+      await writeAll(Deno.stdout, bytes);
+      state.offset += bytes.byteLength;
     } else if (frame.kind === FrameKind.EVENT) {
       const e = frame.value as StreamEvent;
       if (e.type === "exit") return e;
       if (e.type === "skipped") {
+        state.offset = e.offset;
         await writeAll(
           Deno.stdout,
           new TextEncoder().encode(`\r\n[cw: ${e.bytes} bytes skipped]\r\n`),
@@ -137,7 +199,7 @@ async function readOutput(conn: FramedConn): Promise<End | "lost"> {
   }
 }
 
-async function readInput(conn: FramedConn, readOnly: boolean): Promise<"detach"> {
+async function readInput(state: Stream, readOnly: boolean): Promise<"detach"> {
   const keys = new DetachKeys();
   const buf = new Uint8Array(16 * 1024);
   while (true) {
@@ -145,7 +207,7 @@ async function readInput(conn: FramedConn, readOnly: boolean): Promise<"detach">
     if (n === null) return new Promise<never>(() => {}); // no more input; keep watching output
     const { forward, detach } = keys.feed(buf.subarray(0, n));
     if (forward.byteLength > 0 && !readOnly) {
-      await conn.sendData(forward).catch(() => {});
+      await state.conn.sendData(forward).catch(() => {}); // lost while reconnecting
     }
     if (detach) return "detach";
   }

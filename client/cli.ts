@@ -16,8 +16,10 @@ import { attach } from "./attach.ts";
 import { exitCodeOf } from "./exit_code.ts";
 import { COMMANDS, helpText, usageError } from "./help.ts";
 import { concat, readAll, writeAll } from "./io.ts";
-import { localDialer, nodeRunning } from "./local.ts";
-import { NodeClient } from "./node_client.ts";
+import { nodeRunning } from "./local.ts";
+import type { NodeClient } from "./node_client.ts";
+import { splitRef, Targets } from "./targets.ts";
+import { serverCmd } from "./servers.ts";
 import { kv, nodes, RelayUsageError, setup } from "./relay_cmds.ts";
 
 /** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
@@ -37,9 +39,9 @@ export class UsageError extends Error {
   }
 }
 
-/** What a command needs: a client for its node, and the environment. */
+/** What a command needs: its targets (local node, relay nodes, a server), and the data dir. */
 interface Ctx {
-  client: NodeClient;
+  targets: Targets;
   home: string;
 }
 
@@ -56,7 +58,8 @@ const HANDLERS: Record<string, Handler> = {
   kill,
   status,
   stop,
-  setup: (args, ctx) => setup(args, ctx.home, ctx.client),
+  setup: (args, ctx) => setup(args, ctx.home, ctx.targets.client(null)),
+  server: (args, ctx) => serverCmd(args, ctx.home),
   nodes: (args, ctx) => nodes(args, ctx.home),
   kv: (args, ctx) => kv(args, ctx.home),
 };
@@ -66,6 +69,20 @@ const HANDLERS: Record<string, Handler> = {
  * code. Errors become one line on stderr.
  */
 export async function runClient(argv: string[]): Promise<number> {
+  let server = Deno.env.get("CW_SERVER") || null;
+  while (argv[0] === "--server" || argv[0]?.startsWith("--server=")) {
+    if (argv[0] === "--server") {
+      server = argv[1] ?? "";
+      argv = argv.slice(2);
+    } else {
+      server = argv[0].slice("--server=".length);
+      argv = argv.slice(1);
+    }
+    if (!server) {
+      console.error("cw: --server needs a NAME (see cw server list)");
+      return 2;
+    }
+  }
   const [command, ...rest] = argv;
   try {
     if (command === undefined || command === "--help" || command === "-h") {
@@ -95,8 +112,8 @@ export async function runClient(argv: string[]): Promise<number> {
       }
     }
     const home = cwHome();
-    const client = new NodeClient(localDialer(home, command !== "stop"));
-    return await handler(rest, { client, home });
+    const targets = new Targets(home, server, command !== "stop");
+    return await handler(rest, { targets, home });
   } catch (err) {
     if (err instanceof RelayUsageError) {
       console.error(`cw: ${err.message}`);
@@ -147,6 +164,16 @@ function needOne(command: string, positionals: string[], what: string): string {
   return positionals[0];
 }
 
+/** Splits session refs that must all be on one node. */
+function oneNode(command: string, refs: string[]): { node: string | null; sessions: string[] } {
+  const split = refs.map(splitRef);
+  const node = split[0]?.node ?? null;
+  if (split.some((t) => t.node !== node)) {
+    throw new UsageError("All sessions of one command must be on the same node", command);
+  }
+  return { node, sessions: split.map((t) => t.session) };
+}
+
 function durationOpt(command: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   try {
@@ -166,7 +193,7 @@ function countOpt(command: string, name: string, value: string | undefined): num
 
 // ---------------------------------------------------------------- launch
 
-async function launch(args: string[], { client }: Ctx): Promise<number> {
+async function launch(args: string[], { targets }: Ctx): Promise<number> {
   const split = args.indexOf("--");
   const own = split === -1 ? args : args.slice(0, split);
   const argv = split === -1 ? [] : args.slice(split + 1);
@@ -177,22 +204,30 @@ async function launch(args: string[], { client }: Ctx): Promise<number> {
     env: { type: "string", multiple: true },
     json: { type: "boolean" },
   });
-  if (positionals.length > 0) {
+  if (positionals.length > 1 || (positionals.length === 1 && split === -1)) {
     throw new UsageError(
-      `Put the command after "--": cw launch [OPTIONS] -- ${positionals.join(" ")}`,
+      `Put the command after "--": cw launch [NODE] [OPTIONS] -- ${positionals.join(" ")}`,
       "launch",
     );
   }
+  const node = positionals[0] ?? null;
   if (argv.length === 0) throw new UsageError("Missing the command to launch after --", "launch");
   if (values.name !== undefined) checkSessionName(values.name);
   for (const tag of values.tag ?? []) checkTag(tag);
-  const env: Record<string, string> = Deno.env.toObject();
+  // a local session starts from this shell's environment; a remote one from its node's
+  const remote = targets.isRemote(node);
+  const env: Record<string, string> = remote ? {} : Deno.env.toObject();
   for (const pair of values.env ?? []) {
     const eq = pair.indexOf("=");
     if (eq <= 0) throw new UsageError(`--env needs KEY=VALUE, got "${pair}"`, "launch");
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
-  const dir = values.dir === undefined ? Deno.cwd() : resolvePath(values.dir);
+  const dir = values.dir === undefined
+    ? (remote ? undefined : Deno.cwd())
+    : remote
+    ? values.dir
+    : resolvePath(values.dir);
+  const client = targets.client(node);
   let size: { cols?: number; rows?: number } = {};
   try {
     const { columns, rows } = Deno.consoleSize();
@@ -207,12 +242,15 @@ async function launch(args: string[], { client }: Ctx): Promise<number> {
     dir,
     tags: values.tag ?? [],
     env,
+    inheritNodeEnv: remote,
     ...size,
   });
   if (values.json) console.log(JSON.stringify(session));
-  else console.log(session.id);
+  else console.log(node ? `${node}:${session.id}` : session.id);
   const label = session.name ? ` (${session.name})` : "";
-  console.error(`Launched session ${session.id}${label}: ${argv.join(" ")}`);
+  console.error(
+    `Launched session ${node ? `${node}:` : ""}${session.id}${label}: ${argv.join(" ")}`,
+  );
   return 0;
 }
 
@@ -222,15 +260,16 @@ function resolvePath(p: string): string {
 
 // ---------------------------------------------------------------- list
 
-async function list(args: string[], { client }: Ctx): Promise<number> {
+async function list(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("list", args, {
     json: { type: "boolean" },
     tag: { type: "string" },
     status: { type: "string" },
   });
-  if (positionals.length > 0) {
-    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "list");
+  if (positionals.length > 1) {
+    throw new UsageError(`Unexpected argument "${positionals[1]}"`, "list");
   }
+  const client = targets.client(positionals[0] ?? null);
   const status = values.status;
   if (status !== undefined && !(SESSION_STATUSES as readonly string[]).includes(status)) {
     throw new UsageError(
@@ -282,28 +321,29 @@ function age(ms: number): string {
 
 // ---------------------------------------------------------------- attach
 
-async function attachCmd(args: string[], { client }: Ctx): Promise<number> {
+async function attachCmd(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("attach", args, {
     "read-only": { type: "boolean" },
     "no-history": { type: "boolean" },
   });
-  const ref = needOne("attach", positionals, "session");
-  return await attach(client, ref, {
+  const { node, session } = splitRef(needOne("attach", positionals, "session"));
+  return await attach(targets.client(node), session, {
     readOnly: values["read-only"] === true,
     history: values["no-history"] !== true,
+    resume: targets.isRemote(node),
   });
 }
 
 // ---------------------------------------------------------------- logs / watch
 
-async function logs(args: string[], { client }: Ctx): Promise<number> {
+async function logs(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("logs", args, {
     tail: { type: "string" },
     follow: { type: "boolean", short: "f" },
     raw: { type: "boolean" },
   });
-  const ref = needOne("logs", positionals, "session");
-  const end = await streamOutput(client, ref, {
+  const { node, session: ref } = splitRef(needOne("logs", positionals, "session"));
+  const end = await streamOutput(targets.client(node), ref, {
     tail: countOpt("logs", "tail", values.tail),
     follow: values.follow === true,
     raw: values.raw === true,
@@ -311,14 +351,14 @@ async function logs(args: string[], { client }: Ctx): Promise<number> {
   return end === "timeout" ? TIMEOUT_EXIT : 0;
 }
 
-async function watch(args: string[], { client }: Ctx): Promise<number> {
+async function watch(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("watch", args, {
     tail: { type: "string" },
     timeout: { type: "string" },
     raw: { type: "boolean" },
   });
-  const ref = needOne("watch", positionals, "session");
-  const end = await streamOutput(client, ref, {
+  const { node, session: ref } = splitRef(needOne("watch", positionals, "session"));
+  const end = await streamOutput(targets.client(node), ref, {
     tail: countOpt("watch", "tail", values.tail) ?? 20,
     follow: true,
     raw: values.raw === true,
@@ -374,14 +414,16 @@ async function streamOutput(
 
 // ---------------------------------------------------------------- send
 
-async function send(args: string[], { client }: Ctx): Promise<number> {
+async function send(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("send", args, {
     stdin: { type: "boolean" },
     file: { type: "string" },
     "no-newline": { type: "boolean", short: "n" },
   });
   if (positionals.length === 0) throw new UsageError("Missing session", "send");
-  const [ref, ...text] = positionals;
+  const [target, ...text] = positionals;
+  const { node, session: ref } = splitRef(target);
+  const client = targets.client(node);
   const sources = [text.length > 0, values.stdin === true, values.file !== undefined].filter(
     Boolean,
   );
@@ -415,15 +457,22 @@ async function send(args: string[], { client }: Ctx): Promise<number> {
 
 // ---------------------------------------------------------------- wait
 
-async function wait(args: string[], { client }: Ctx): Promise<number> {
+async function wait(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("wait", args, {
     tag: { type: "string" },
     condition: { type: "string" },
     timeout: { type: "string" },
   });
-  if ((positionals.length > 0) === (values.tag !== undefined)) {
-    throw new UsageError("Give sessions or --tag TAG (not both)", "wait");
+  if (positionals.length === 0 && values.tag === undefined) {
+    throw new UsageError("Give sessions or --tag TAG", "wait");
   }
+  if (values.tag !== undefined && positionals.length > 1) {
+    throw new UsageError("With --tag, give at most a NODE", "wait");
+  }
+  const { node, sessions: refs } = values.tag !== undefined
+    ? { node: positionals[0] ?? null, sessions: [] }
+    : oneNode("wait", positionals);
+  const client = targets.client(node);
   const condition = values.condition ?? "all";
   if (condition !== "all" && condition !== "any") {
     throw new UsageError(`--condition is all or any, got "${condition}"`, "wait");
@@ -434,7 +483,7 @@ async function wait(args: string[], { client }: Ctx): Promise<number> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const call = client.request<{ sessions: SessionInfo[]; first: number | null }>({
     op: "wait",
-    sessions: positionals.length ? positionals : undefined,
+    sessions: refs.length ? refs : undefined,
     tag: values.tag,
     condition,
   });
@@ -463,18 +512,23 @@ async function wait(args: string[], { client }: Ctx): Promise<number> {
 
 // ---------------------------------------------------------------- kill
 
-async function kill(args: string[], { client }: Ctx): Promise<number> {
+async function kill(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("kill", args, {
     tag: { type: "string" },
     all: { type: "boolean" },
     signal: { type: "string", short: "s" },
   });
-  const modes = [positionals.length > 0, values.tag !== undefined, values.all === true].filter(
-    Boolean,
-  );
-  if (modes.length !== 1) {
-    throw new UsageError("Give sessions, --tag TAG or --all (one of them)", "kill");
+  const bulk = values.tag !== undefined || values.all === true;
+  if ((values.tag !== undefined && values.all === true) || (!bulk && positionals.length === 0)) {
+    throw new UsageError("Give sessions, [NODE] --tag TAG or [NODE] --all (one of them)", "kill");
   }
+  if (bulk && positionals.length > 1) {
+    throw new UsageError("With --tag or --all, give at most a NODE", "kill");
+  }
+  const { node, sessions: refs } = bulk
+    ? { node: positionals[0] ?? null, sessions: [] }
+    : oneNode("kill", positionals);
+  const client = targets.client(node);
   if (values.signal !== undefined) {
     try {
       parseSignal(values.signal);
@@ -484,7 +538,7 @@ async function kill(args: string[], { client }: Ctx): Promise<number> {
   }
   const { sessions } = await client.request<{ sessions: SessionInfo[] }>({
     op: "kill",
-    sessions: positionals.length ? positionals : undefined,
+    sessions: refs.length ? refs : undefined,
     tag: values.tag,
     all: values.all,
     signal: values.signal,
@@ -503,12 +557,13 @@ async function kill(args: string[], { client }: Ctx): Promise<number> {
 
 // ---------------------------------------------------------------- status
 
-async function status(args: string[], { client }: Ctx): Promise<number> {
+async function status(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("status", args, {
     json: { type: "boolean" },
     lines: { type: "string" },
   });
-  const ref = needOne("status", positionals, "session");
+  const { node, session: ref } = splitRef(needOne("status", positionals, "session"));
+  const client = targets.client(node);
   const { session, lastOutput } = await client.request<
     { session: SessionInfo; lastOutput: string }
   >({
@@ -543,11 +598,15 @@ async function status(args: string[], { client }: Ctx): Promise<number> {
 
 // ---------------------------------------------------------------- stop
 
-async function stop(args: string[], { client, home }: Ctx): Promise<number> {
+async function stop(args: string[], { targets, home }: Ctx): Promise<number> {
   const { positionals } = parse("stop", args, {});
   if (positionals.length > 0) {
     throw new UsageError(`Unexpected argument "${positionals[0]}"`, "stop");
   }
+  if (targets.server) {
+    throw new UsageError("cw stop stops the local node; it does not take --server", "stop");
+  }
+  const client = targets.client(null);
   if (!(await nodeRunning(home))) {
     console.error("No node was running.");
     return 0;

@@ -51,9 +51,17 @@ then SIGTERM, as when a terminal closes. Waits up to 5 s for them to end.`,
     text: "Show a session's pid, directory, output size, exit code and last lines.",
   },
   node: {
-    usage: "cw node",
+    usage: "cw node [--listen ADDR [--tls-cert F --tls-key F]] | cw node token [--rotate]",
     text: `Run the node daemon in the foreground. Session commands start it in the
-background when needed. Data lives in $CW_HOME (default ~/.codewire).`,
+background when needed. Data lives in $CW_HOME (default ~/.codewire).
+--listen also serves the protocol over WebSocket (wss://ADDR/; plain ws:// only
+on loopback), authenticated by the node token that "cw node token" prints
+(--rotate replaces it). "listen", "tlsCert", "tlsKey" in config.json do the same.`,
+  },
+  server: {
+    usage: "cw server add NAME URL --token TOKEN [--ca-cert FILE] | remove NAME | list [--json]",
+    text: `Save nodes reached directly over WebSocket (no relay); then run any session
+command against one with cw --server NAME COMMAND … (or CW_SERVER=NAME).`,
   },
   stop: {
     usage: "cw stop",
@@ -104,7 +112,9 @@ Usage: cw COMMAND [OPTIONS]
 ${lines.join("\n")}
   cw help [COMMAND]    cw --version
 
-SESSION is a session id or name. Data: $CW_HOME (default ~/.codewire).`;
+SESSION is a session id or name on this machine, or NODE:SESSION on a relay node;
+list, launch and kill --tag/--all take a leading NODE. cw --server NAME COMMAND
+runs a command against a saved direct server. Data: $CW_HOME (default ~/.codewire).`;
 }
 
 /** The one-line hint printed after a usage error. */

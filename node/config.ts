@@ -7,12 +7,20 @@ export interface NodeConfig {
   sessionLogBytes: number;
   /** In-memory replay buffer per session. Default 1 MiB. */
   sessionRingBytes: number;
+  /** Serve the protocol over WebSocket on this `HOST:PORT` (cw server). */
+  listen: string | null;
+  /** PEM files for `listen` (wss). */
+  tlsCert: string | null;
+  tlsKey: string | null;
 }
 
 /** Defaults for every setting. */
 export const DEFAULT_CONFIG: NodeConfig = {
   sessionLogBytes: 64 * 1024 * 1024,
   sessionRingBytes: 1024 * 1024,
+  listen: null,
+  tlsCert: null,
+  tlsKey: null,
 };
 
 const UNITS: Record<string, number> = { "": 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
@@ -47,6 +55,11 @@ export function loadConfig(home: string): NodeConfig {
   for (const [key, value] of Object.entries(raw)) {
     if (key === "sessionLogBytes" || key === "sessionRingBytes") {
       config[key] = parseBytes(value, key);
+    } else if (key === "listen" || key === "tlsCert" || key === "tlsKey") {
+      if (typeof value !== "string" && value !== null) {
+        throw new CwError("bad_request", `Setting "${key}" in ${path} must be a string`);
+      }
+      config[key] = value;
     } else throw new CwError("bad_request", `Unknown setting "${key}" in ${path}`);
   }
   return config;

@@ -5,6 +5,8 @@ import { VERSION } from "../shared/version.ts";
 import { loadConfig, type NodeConfig } from "./config.ts";
 import { PtyHost } from "./pty_host.ts";
 import { RelayLink } from "./link.ts";
+import { listenWebSocket } from "./ws_listener.ts";
+import { isLoopback, parseListen } from "../shared/net.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
 import { SessionManager } from "./sessions.ts";
@@ -17,6 +19,10 @@ export interface NodeOptions {
   foreground: boolean;
   /** How long sessions get after SIGHUP at shutdown before SIGKILL. */
   graceMs?: number;
+  /** `--listen` etc.; override config.json. */
+  listen?: string | null;
+  tlsCert?: string | null;
+  tlsKey?: string | null;
 }
 
 /** How long to wait for another node's lock before giving up. */
@@ -32,16 +38,52 @@ export async function runNode(opts: NodeOptions): Promise<number> {
   const paths = nodePaths(opts.home);
   const logger = fileLogger(paths.logFile, opts.foreground);
   const config = loadConfig(opts.home);
+  if (opts.listen !== undefined && opts.listen !== null) config.listen = opts.listen;
+  if (opts.tlsCert) config.tlsCert = opts.tlsCert;
+  if (opts.tlsKey) config.tlsKey = opts.tlsKey;
+  const listen = checkListen(config);
   const lock = await takeLock(paths);
   const daemon = new Daemon(paths, logger, opts, config);
   try {
     await daemon.start();
+    if (listen) await daemon.listen(listen);
     logger.info(`node ${VERSION} pid ${Deno.pid} serving ${paths.socket}`);
     await daemon.finished;
     return 0;
   } finally {
     lock.close();
   }
+}
+
+/** Validates the direct listener settings before anything starts. */
+function checkListen(config: NodeConfig): ListenSpec | null {
+  if (!config.listen) return null;
+  let addr: { hostname: string; port: number };
+  try {
+    addr = parseListen(config.listen);
+  } catch (err) {
+    throw new CwError("bad_request", (err as Error).message);
+  }
+  if ((config.tlsCert === null) !== (config.tlsKey === null)) {
+    throw new CwError("bad_request", "Give both a TLS certificate and key for --listen");
+  }
+  const tls = config.tlsCert && config.tlsKey
+    ? { cert: Deno.readTextFileSync(config.tlsCert), key: Deno.readTextFileSync(config.tlsKey) }
+    : null;
+  if (!tls && !isLoopback(addr.hostname)) {
+    throw new CwError(
+      "bad_request",
+      `Refusing plain ws:// on ${addr.hostname}: give --tls-cert and --tls-key, or listen on loopback`,
+    );
+  }
+  return { ...addr, tls };
+}
+
+/** A validated direct listener. */
+interface ListenSpec {
+  hostname: string;
+  port: number;
+  tls: { cert: string; key: string } | null;
 }
 
 async function takeLock(paths: NodePaths): Promise<Deno.FsFile> {
@@ -77,6 +119,9 @@ class Daemon {
   #manager: SessionManager;
   #listener: Deno.UnixListener | null = null;
   #link: RelayLink | null = null;
+  #service: SessionService | null = null;
+  #wsUrl: string | null = null;
+  #wsClose: (() => Promise<void>) | null = null;
   #shutdown: Promise<void> | null = null;
   #done!: () => void;
   #startedAt = new Date();
@@ -122,9 +167,11 @@ class Daemon {
         startedAt: this.#startedAt.toISOString(),
         ...this.#manager.counts(),
         relay: this.#link?.status ?? null,
+        listen: this.#wsUrl,
       }),
       reloadRelay: () => this.#reloadRelay(service),
     });
+    this.#service = service;
     await this.#reloadRelay(service);
     this.#accept(this.#listener, service);
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
@@ -132,6 +179,18 @@ class Daemon {
     }
     // the node outlives the terminal that started it
     Deno.addSignalListener("SIGHUP", () => {});
+  }
+
+  /** Serves the protocol over WebSocket too (direct mode). */
+  async listen(spec: ListenSpec): Promise<void> {
+    const ws = await listenWebSocket({
+      ...spec,
+      home: this.#paths.home,
+      logger: this.#logger,
+      serve: (duplex) => void this.#service!.serve(duplex),
+    });
+    this.#wsUrl = ws.url;
+    this.#wsClose = ws.close;
   }
 
   async #reloadRelay(service: SessionService): Promise<Record<string, unknown> | null> {
@@ -164,6 +223,7 @@ class Daemon {
         // closed
       }
       await this.#link?.stop();
+      await this.#wsClose?.().catch(() => {});
       await this.#manager.shutdown(this.#opts.graceMs ?? 3000);
       for (const file of [this.#paths.socket, this.#paths.pidFile]) {
         try {

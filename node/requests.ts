@@ -20,6 +20,7 @@ export function parseRequest(value: Record<string, unknown>): Request {
         dir: v.string("dir"),
         tags: v.strings("tags"),
         env: v.env("env"),
+        inheritNodeEnv: v.bool("inheritNodeEnv"),
         cols: v.size("cols"),
         rows: v.size("rows"),
       };

@@ -79,13 +79,14 @@ export class SessionService {
     const respond = (value: unknown) => conn.sendJson(FrameKind.RESPONSE, value);
     switch (req.op) {
       case "launch": {
-        if (!req.dir) throw new CwError("bad_request", 'Missing field "dir"');
+        // a remote launch starts from the node's environment and home directory
+        const nodeEnv = req.inheritNodeEnv ? Deno.env.toObject() : {};
         const info = await m.launch({
           argv: req.argv,
           name: req.name,
-          dir: req.dir,
+          dir: req.dir ?? nodeEnv.HOME ?? Deno.env.get("HOME") ?? "/",
           tags: req.tags ?? [],
-          env: req.env ?? {},
+          env: { ...nodeEnv, ...(req.env ?? {}) },
           cols: req.cols ?? 80,
           rows: req.rows ?? 24,
         });

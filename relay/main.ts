@@ -6,6 +6,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
 import { hashSecret, newToken } from "../shared/secrets.ts";
 import { VERSION } from "../shared/version.ts";
 import { openKvStore } from "./kv_store.ts";
+import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
 
 /** Parsed `cw relay` settings. */
@@ -22,20 +23,6 @@ export interface RelayOptions {
 export function defaultDataDir(env: { get(k: string): string | undefined } = Deno.env): string {
   const home = env.get("CW_HOME") ?? join(env.get("HOME") ?? ".", ".codewire");
   return join(home, "relay");
-}
-
-/** Parses `HOST:PORT`, `[v6]:PORT` or `:PORT`. Throws RangeError. */
-export function parseListen(value: string): { hostname: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):([0-9]{1,5})$/.exec(value);
-  if (!m || Number(m[3]) > 65535) {
-    throw new RangeError(`Invalid listen address "${value}"; use HOST:PORT`);
-  }
-  return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) };
-}
-
-/** Whether a listen host is loopback only. */
-export function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
 }
 
 /** Reads `cw relay` flags. Throws RangeError on bad input. */
@@ -145,7 +132,9 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   // a node revoked through the data dir (cw relay nodes --revoke --data-dir) loses its link too
   const sweep = setInterval(async () => {
     try {
-      for (const n of await store.listNodes()) if (n.revokedAt) relay.hub.disconnect(n.name, "revoked");
+      for (const n of await store.listNodes()) {
+        if (n.revokedAt) relay.hub.disconnect(n.name, "revoked");
+      }
     } catch (err) {
       logger.warn(`revocation sweep failed: ${err}`);
     }

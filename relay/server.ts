@@ -10,7 +10,7 @@ import { VERSION } from "../shared/version.ts";
 import { Hub, type LiveNode } from "./hub.ts";
 import { kvApi } from "./kv_api.ts";
 import { Metrics } from "./metrics.ts";
-import { RateLimiter } from "./rate_limit.ts";
+import { RateLimiter } from "../shared/rate_limit.ts";
 import type { NodeRecord, RelayStore } from "./store.ts";
 
 /** Node names: 1-63 of [A-Za-z0-9_-], starting with a letter or digit. */
@@ -376,7 +376,12 @@ export function createRelay(deps: RelayDeps): Relay {
       try {
         stream = live.mux.open({ kind: "node" });
       } catch (err) {
-        socket.send(encodeJson(FrameKind.ERROR, { code: "node_offline", message: `Node "${name}": ${(err as Error).message}` }));
+        socket.send(
+          encodeJson(FrameKind.ERROR, {
+            code: "node_offline",
+            message: `Node "${name}": ${(err as Error).message}`,
+          }),
+        );
         socket.close(1000);
         return;
       }

@@ -173,6 +173,8 @@ export type Request =
     tags?: string[];
     /** Complete environment of the session, before cw's own variables. */
     env?: Record<string, string>;
+    /** Start from the node's own environment, with `env` on top (remote launches). */
+    inheritNodeEnv?: boolean;
     cols?: number;
     rows?: number;
   }

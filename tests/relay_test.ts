@@ -157,6 +157,63 @@ async function register(
   });
 }
 
+/**
+ * Sends a request over raw HTTP/1.1 with a chunked body of `chunks` × 8 KiB
+ * that never ends (no terminating chunk), and reads the response head and
+ * body: a server that answers has not waited for the whole body.
+ */
+async function endlessChunkedBody(
+  relay: RelayProcess,
+  certs: TestCerts,
+  method: string,
+  path: string,
+  token: string,
+  chunks: number,
+): Promise<Reply> {
+  const url = new URL(relay.url);
+  const conn = await Deno.connectTls({
+    hostname: url.hostname,
+    port: Number(url.port),
+    caCerts: [Deno.readTextFileSync(certs.ca)],
+  });
+  const timer = setTimeout(() => conn.close(), 10_000);
+  try {
+    const enc = new TextEncoder();
+    const write = async (bytes: Uint8Array) => {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    };
+    await write(enc.encode(
+      `${method} ${path} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${token}\r\n` +
+        `Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    ));
+    const chunk = enc.encode(`2000\r\n${" ".repeat(8192)}\r\n`);
+    for (let i = 0; i < chunks; i++) await write(chunk);
+    let text = "";
+    const buf = new Uint8Array(4096);
+    const dec = new TextDecoder();
+    while (true) {
+      const head = text.indexOf("\r\n\r\n");
+      const length = /^content-length:\s*(\d+)/im.exec(text);
+      if (head >= 0 && length && text.length >= head + 4 + Number(length[1])) break;
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += dec.decode(buf.subarray(0, n));
+    }
+    const [head, body] = text.split("\r\n\r\n", 2);
+    const [status, ...fields] = head.split("\r\n");
+    const headers = new Headers(fields.map((f) => {
+      const i = f.indexOf(":");
+      return [f.slice(0, i).trim(), f.slice(i + 1).trim()] as [string, string];
+    }));
+    return { status: Number(status.split(" ")[1]), headers, text: body ?? "" };
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
 /** Runs cw to completion with raw stdout bytes. */
 async function cwRaw(
   home: CwHome,
@@ -342,8 +399,11 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
   for (const line of watcher.lines) assert.equal(JSON.parse(line).type, "set", line);
   relay = await relays.start(dataDir, certs, { port });
   const up = performance.now();
-  await waitFor("both nodes online after a graceful restart", () =>
-    allOnline(relay, client, ["alpha", "beta"]), 10_000);
+  await waitFor(
+    "both nodes online after a graceful restart",
+    () => allOnline(relay, client, ["alpha", "beta"]),
+    10_000,
+  );
   const gracefulMs = performance.now() - up;
   console.log(
     `graceful stop: ${Math.round(stopMs)} ms; reconnect: ${Math.round(gracefulMs)} ms after ` +
@@ -361,8 +421,11 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
   const killedAt = performance.now();
   relay = await relays.start(dataDir, certs, { port });
   const upAgain = performance.now();
-  await waitFor("both nodes online after SIGKILL and restart", () =>
-    allOnline(relay, client, ["alpha", "beta"]), 15_000);
+  await waitFor(
+    "both nodes online after SIGKILL and restart",
+    () => allOnline(relay, client, ["alpha", "beta"]),
+    15_000,
+  );
   console.log(
     `reconnect after SIGKILL: ${Math.round(performance.now() - upAgain)} ms after the relay ` +
       `listened (${Math.round(performance.now() - killedAt)} ms after the kill)`,
@@ -387,7 +450,15 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
   assert.equal(metric(text, "cw_relay_connected_nodes"), 1, text);
   const after = await adminNodes(relay, client);
   assert.deepEqual(after.map((n) => [n.name, n.online]), [["alpha", true]]);
-  const listed = await alpha.run(["relay", "nodes", "--json", "--relay-url", relay.url, "--ca-cert", certs.ca], {
+  const listed = await alpha.run([
+    "relay",
+    "nodes",
+    "--json",
+    "--relay-url",
+    relay.url,
+    "--ca-cert",
+    certs.ca,
+  ], {
     env: { CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN },
   });
   assert.equal(listed.code, 0, listed.stderr);
@@ -422,6 +493,10 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
     assert.ok(!final.output.includes(cut), "a secret in the relay's output");
     assert.ok(!stopped.output.includes(cut), "a secret in the relay's output");
     assert.ok(!log.includes(cut), "a secret in relay.log");
+    for (const home of [alpha, beta]) {
+      const nodeLog = await Deno.readTextFile(`${home.home}/node.log`).catch(() => "");
+      assert.ok(!nodeLog.includes(cut), "a secret in a node's log");
+    }
   }
 });
 
@@ -605,21 +680,31 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
     "cross-origin /node/connect",
   );
   {
+    // a real upgrade: refused with the foreign Origin, accepted without one
     const url = relay.url.replace(/^https/, "wss") + "/node/connect";
-    const ws = new WebSocket(url, {
-      headers: { authorization: `Bearer ${goodCredential}`, origin: "https://evil.example" },
-      client,
-    } as unknown as string[]);
-    const opened = await new Promise<boolean>((resolve) => {
-      ws.onopen = () => resolve(true);
-      ws.onerror = () => resolve(false);
-      ws.onclose = () => resolve(false);
-    });
-    if (opened) ws.close();
-    assert.equal(opened, false, "a cross-origin WebSocket upgrade was accepted");
+    const tryOpen = async (headers: Record<string, string>) => {
+      const ws = new WebSocket(url, { headers, client } as unknown as string[]);
+      const closed = new Promise((resolve) => ws.addEventListener("close", resolve));
+      const opened = await new Promise<boolean>((resolve) => {
+        ws.addEventListener("open", () => resolve(true));
+        ws.addEventListener("error", () => resolve(false));
+        ws.addEventListener("close", () => resolve(false));
+      });
+      ws.close();
+      await closed;
+      return opened;
+    };
+    const auth = { authorization: `Bearer ${goodCredential}` };
     assert.equal(
-      (await adminNodes(relay, client)).find((n) => n.name === "good")?.online,
+      await tryOpen({ ...auth, origin: "https://evil.example" }),
       false,
+      "a cross-origin WebSocket upgrade was accepted",
+    );
+    assert.equal(await tryOpen(auth), true, "a same-origin node link was refused");
+    await waitFor(
+      "the test link to be gone",
+      async () =>
+        (await adminNodes(relay, client)).find((n) => n.name === "good")?.online === false,
     );
   }
 
@@ -646,7 +731,9 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
       pull(ctrl) {
         if (sent >= total) return ctrl.close();
         const n = Math.min(8192, total - sent);
-        ctrl.enqueue(new TextEncoder().encode(sent === 0 ? "{" + " ".repeat(n - 1) : " ".repeat(n)));
+        ctrl.enqueue(
+          new TextEncoder().encode(sent === 0 ? "{" + " ".repeat(n - 1) : " ".repeat(n)),
+        );
         sent += n;
       },
     });
@@ -660,6 +747,18 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
     413,
     "too_large",
     "64 KiB+ JSON streamed without Content-Length",
+  );
+  assertJsonError(
+    await endlessChunkedBody(relay, certs, "POST", "/api/v1/invites", ADMIN_TOKEN, 10),
+    413,
+    "too_large",
+    "endless chunked HTTP/1.1 JSON body",
+  );
+  assertJsonError(
+    await endlessChunkedBody(relay, certs, "PUT", "/api/v1/kv/ns/endless", goodCredential, 130),
+    413,
+    "too_large",
+    "endless chunked HTTP/1.1 KV value",
   );
   assertJsonError(
     await call(relay, client, "POST", "/api/v1/register", {
@@ -761,6 +860,17 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
   const steady = (JSON.parse(other.text).nodes as NodeRow[]).find((n) => n.name === "steady");
   assert.equal(steady?.online, true, "the connected node went offline");
   await waitOnline(node, "steady");
+  // link attempts with a bad credential are limited the same way
+  let linkLimited = false;
+  for (let i = 0; i < 100 && !linkLimited; i++) {
+    const r = await call(relay, client, "GET", "/node/connect", {
+      token: `steady.cwn_${"C".repeat(43)}`,
+      xff: "10.0.0.5",
+    });
+    linkLimited = r.status === 429;
+    if (!linkLimited) assertJsonError(r, 401, "unauthorized", "link flood");
+  }
+  assert.ok(linkLimited, "no 429 after 100 bad link attempts from one address");
   // registration floods are limited too
   let regLimited = false;
   for (let i = 0; i < 60 && !regLimited; i++) {
@@ -783,8 +893,11 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
     "forbidden",
     "credential revoked in the data dir",
   );
-  await waitFor("the link of a node revoked in the data dir to close", async () =>
-    metric(await metrics(relay, client), "cw_relay_connected_nodes") === 0, 10_000);
+  await waitFor(
+    "the link of a node revoked in the data dir to close",
+    async () => metric(await metrics(relay, client), "cw_relay_connected_nodes") === 0,
+    10_000,
+  );
   console.log(`link closed ${Math.round(performance.now() - t0)} ms after a data-dir revocation`);
 });
 
@@ -854,7 +967,7 @@ Deno.test("relay: a raced 1-use invite registers one node; cw kv end to end", as
   // set / get / list / delete
   assert.match(await home.ok(["kv", "set", "greeting", "hello"]), /^\S+\n$/);
   assert.equal(await home.ok(["kv", "get", "greeting"]), "hello");
-  assert.equal(await home.ok(["kv", "set", "other", "x", "--ns", "team"]) !== "", true);
+  assert.match(await home.ok(["kv", "set", "other", "x", "--ns", "team"]), /\S/);
   assert.equal(await home.ok(["kv", "list"]), "greeting\n");
   assert.equal(await home.ok(["kv", "list", "--ns", "team"]), "other\n");
   const listed = JSON.parse(await home.ok(["kv", "list", "--json"]));
@@ -889,9 +1002,9 @@ Deno.test("relay: a raced 1-use invite registers one node; cw kv end to end", as
 
   // TTL expiry
   await home.ok(["kv", "set", "temp", "soon-gone", "--ttl", "1s"]);
-  const ttlEntry = (JSON.parse(await home.ok(["kv", "list", "temp", "--json"])) as {
+  const ttlEntry = JSON.parse(await home.ok(["kv", "list", "temp", "--json"])) as {
     expiresAt: string | null;
-  }[]);
+  }[];
   if (ttlEntry.length === 1) assert.ok(ttlEntry[0].expiresAt !== null);
   await waitFor("the TTL key to expire", async () => {
     const r = await home.run(["kv", "get", "temp"]);
@@ -915,13 +1028,15 @@ Deno.test("relay: a raced 1-use invite registers one node; cw kv end to end", as
   const credential = credentialOf(home);
   const keys = Array.from({ length: 1200 }, (_, i) => `p/${String(i).padStart(4, "0")}`);
   for (let i = 0; i < keys.length; i += 24) {
-    await Promise.all(keys.slice(i, i + 24).map(async (k) => {
-      const r = await call(relay, client, "PUT", `/api/v1/kv/pages/${encodeURIComponent(k)}`, {
-        token: credential,
-        body: k,
-      });
-      assert.equal(r.status, 201, r.text);
-    }));
+    await Promise.all(
+      keys.slice(i, i + 24).map(async (k) => {
+        const r = await call(relay, client, "PUT", `/api/v1/kv/pages/${encodeURIComponent(k)}`, {
+          token: credential,
+          body: k,
+        });
+        assert.equal(r.status, 201, r.text);
+      }),
+    );
   }
   const all = JSON.parse(await home.ok(["kv", "list", "--ns", "pages", "--json"])) as {
     key: string;
@@ -955,7 +1070,14 @@ Deno.test("relay: start-up rules, data dir and admin token file", async () => {
   const open = await cwRelay(["--auth-mode", "none", "--listen", "0.0.0.0:0", ...tls, ...dataDir]);
   assert.notEqual(open.code, 0);
   assert.match(open.stderr, /--auth-mode none.*loopback/);
-  const oidc = await cwRelay(["--auth-mode", "oidc", ...tls, "--listen", "127.0.0.1:0", ...dataDir]);
+  const oidc = await cwRelay([
+    "--auth-mode",
+    "oidc",
+    ...tls,
+    "--listen",
+    "127.0.0.1:0",
+    ...dataDir,
+  ]);
   assert.notEqual(oidc.code, 0);
   assert.match(oidc.stderr, /oidc/);
   assert.throws(() => Deno.statSync(`${tmp.path}/unused`), "a refused start made a data dir");

@@ -1,0 +1,84 @@
+/** `cw server add|remove|list`: saved direct WebSocket servers (no relay). */
+import { parseArgs } from "node:util";
+import { CwError } from "../shared/errors.ts";
+import { loadServers, NODE_NAME_RE, saveServers } from "./targets.ts";
+import { RelayUsageError } from "./relay_cmds.ts";
+
+const USAGE = "cw server add NAME URL --token TOKEN [--ca-cert FILE] | remove NAME | list [--json]";
+
+/** Runs a `cw server` subcommand. */
+export async function serverCmd(args: string[], home: string): Promise<number> {
+  const [sub, ...rest] = args;
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: {
+        token: { type: "string" },
+        "ca-cert": { type: "string" },
+        json: { type: "boolean" },
+      },
+    });
+  } catch (err) {
+    throw new RelayUsageError((err as Error).message.split("\n")[0]);
+  }
+  const { values, positionals } = parsed;
+  const servers = loadServers(home);
+  switch (sub) {
+    case "add": {
+      const [name, url, ...extra] = positionals;
+      if (!name || !url || extra.length) throw new RelayUsageError(`Usage: ${USAGE}`);
+      if (!NODE_NAME_RE.test(name)) throw new RelayUsageError(`Invalid server name "${name}"`);
+      let parsedUrl: URL;
+      try {
+        parsedUrl = new URL(url);
+      } catch {
+        throw new RelayUsageError(`Invalid URL "${url}"`);
+      }
+      if (parsedUrl.protocol !== "wss:" && parsedUrl.protocol !== "ws:") {
+        throw new RelayUsageError("The URL must be wss://HOST:PORT (ws:// only for loopback)");
+      }
+      if (!values.token) {
+        throw new RelayUsageError("Missing --token TOKEN (cw node token prints it on the server)");
+      }
+      let caCert: string | null = null;
+      if (values["ca-cert"]) {
+        try {
+          caCert = await Deno.readTextFile(values["ca-cert"]);
+        } catch (err) {
+          throw new CwError("not_found", `Cannot read --ca-cert: ${(err as Error).message}`);
+        }
+      }
+      const others = servers.filter((s) => s.name !== name);
+      saveServers(home, [...others, { name, url: parsedUrl.href, token: values.token, caCert }]);
+      console.error(
+        `${
+          others.length === servers.length ? "Added" : "Updated"
+        } server "${name}" (${parsedUrl.href}).`,
+      );
+      return 0;
+    }
+    case "remove": {
+      const [name] = positionals;
+      if (!name || positionals.length > 1) throw new RelayUsageError(`Usage: ${USAGE}`);
+      if (!servers.some((s) => s.name === name)) {
+        throw new CwError("not_found", `Unknown server "${name}"`);
+      }
+      saveServers(home, servers.filter((s) => s.name !== name));
+      console.error(`Removed server "${name}".`);
+      return 0;
+    }
+    case "list": {
+      if (positionals.length) throw new RelayUsageError(`Usage: ${USAGE}`);
+      // tokens are never printed
+      const rows = servers.map((s) => ({ name: s.name, url: s.url, caCert: s.caCert !== null }));
+      if (values.json) console.log(JSON.stringify(rows));
+      else if (rows.length === 0) console.error("No servers.");
+      else for (const r of rows) console.log(`${r.name}  ${r.url}${r.caCert ? "  (own CA)" : ""}`);
+      return 0;
+    }
+    default:
+      throw new RelayUsageError(`Usage: ${USAGE}`);
+  }
+}

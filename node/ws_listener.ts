@@ -1,0 +1,86 @@
+import { join } from "node:path";
+import type { Logger } from "../shared/logger.ts";
+import { RateLimiter } from "../shared/rate_limit.ts";
+import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
+import { writeFileAtomic } from "../shared/paths.ts";
+import { wsDuplex } from "../shared/ws_duplex.ts";
+import type { Duplex } from "../shared/duplex.ts";
+
+/** Where the direct listener's token lives (0600; the owner can print it). */
+export function nodeTokenPath(home: string): string {
+  return join(home, "node.token");
+}
+
+/** The node token, created on first use; `rotate` replaces it. */
+export function nodeToken(home: string, rotate = false): string {
+  const path = nodeTokenPath(home);
+  if (!rotate) {
+    try {
+      const token = Deno.readTextFileSync(path).trim();
+      if (token) return token;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  const token = newToken("cwt");
+  writeFileAtomic(path, token + "\n", 0o600);
+  return token;
+}
+
+/** Settings of the direct WebSocket listener. */
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  tls: { cert: string; key: string } | null;
+  home: string;
+  logger: Logger;
+  serve(duplex: Duplex): void;
+}
+
+/**
+ * Serves the node protocol over WebSocket (`wss://host:port/`), for clients
+ * that reach the node directly (`cw server add`). The token is read at each
+ * connection, so `cw node token --rotate` takes effect at once; browsers'
+ * cross-origin upgrades are refused; failures are rate-limited per address.
+ */
+export async function listenWebSocket(
+  opts: ListenOptions,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const failures = new RateLimiter(30, 20);
+  const json = (status: number, code: string, message: string) =>
+    Response.json({ error: { code, message } }, { status });
+  const ready = Promise.withResolvers<Deno.NetAddr>();
+  const server = Deno.serve({
+    hostname: opts.hostname,
+    port: opts.port,
+    ...(opts.tls ?? {}),
+    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+  }, async (req, info) => {
+    const addr = (info.remoteAddr as Deno.NetAddr).hostname;
+    const path = new URL(req.url).pathname;
+    if (path !== "/") return json(404, "not_found", `No route ${path}`);
+    if (req.headers.get("origin") !== null) {
+      return json(403, "forbidden", "Cross-origin WebSocket upgrades are refused");
+    }
+    if (failures.exhausted(addr)) {
+      return json(429, "rate_limited", "Too many failed attempts; try later");
+    }
+    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "");
+    const expected = await hashSecret(nodeToken(opts.home));
+    if (!m || !constantTimeEqual(await hashSecret(m[1]), expected)) {
+      failures.take(addr);
+      return json(401, "unauthorized", "Missing or invalid node token");
+    }
+    if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+      return json(400, "bad_request", "Expected a WebSocket upgrade");
+    }
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+    opts.serve(wsDuplex(socket));
+    return response;
+  });
+  const addr = await ready.promise;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const url = `${opts.tls ? "wss" : "ws"}://${host}:${addr.port}/`;
+  opts.logger.info(`serving the node protocol on ${url}`);
+  return { url, close: () => server.shutdown() };
+}
