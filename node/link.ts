@@ -154,7 +154,7 @@ export class RelayLink {
         this.#host.logger.info(
           `relay link: connected to ${this.#config.url} as ${this.#config.name}`,
         );
-        let statusTimer: ReturnType<typeof setInterval> | undefined;
+        const timers: { status?: ReturnType<typeof setInterval> } = {};
         const mux = new Mux(ws, {
           onStream: (stream, meta) => {
             if (meta.kind === "node") this.#host.serve(stream);
@@ -165,7 +165,7 @@ export class RelayLink {
             this.#host.logger.info(`relay link: relay says ${reason}: ${message}`);
           },
           onClose: (reason) => {
-            clearInterval(statusTimer);
+            clearInterval(timers.status);
             this.#mux = null;
             finish(reason);
           },
@@ -174,7 +174,7 @@ export class RelayLink {
         const report = () =>
           mux.control({ type: "status", version: VERSION, sessions: this.#host.sessions() });
         report();
-        statusTimer = setInterval(report, STATUS_INTERVAL_MS);
+        timers.status = setInterval(report, STATUS_INTERVAL_MS);
       });
       ws.addEventListener("error", (e) => {
         if (!connected) finish((e as ErrorEvent).message ?? "connection failed");

@@ -141,8 +141,9 @@ function apiAdmin(url: string, caCert?: string): Admin {
       await call("DELETE", `/api/v1/nodes/${encodeURIComponent(name)}`);
       return true;
     },
-    async close() {
+    close() {
       client?.close();
+      return Promise.resolve();
     },
   };
 }

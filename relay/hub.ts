@@ -2,7 +2,7 @@ import type { Mux } from "../shared/mux.ts";
 
 /** A node connected right now. */
 export interface LiveNode {
-  name: string;
+  readonly name: string;
   mux: Mux;
   addr: string;
   version: string | null;

@@ -419,8 +419,14 @@ export function createRelay(deps: RelayDeps): Relay {
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
     const addr = c.get("addr");
     socket.addEventListener("open", () => {
-      let live: LiveNode;
-      const mux = new Mux(socket, {
+      const live = {
+        name,
+        addr,
+        version: null,
+        sessions: null,
+        connectedAt: now(),
+      } as unknown as LiveNode;
+      live.mux = new Mux(socket, {
         onControl(msg) {
           if (msg.type === "status") {
             if (typeof msg.version === "string") live.version = msg.version.slice(0, 64);
@@ -433,7 +439,6 @@ export function createRelay(deps: RelayDeps): Relay {
           deps.logger.info(`node ${name} disconnected: ${reason}`);
         },
       }, { role: "accept" });
-      live = { name, mux, addr, version: null, sessions: null, connectedAt: now() };
       hub.add(live);
       touch(name, addr, null).catch(() => {});
       deps.logger.info(`node ${name} connected from ${addr}`);

@@ -61,7 +61,10 @@ export interface KvSetOptions {
 }
 
 /** Outcome of a conditional write or delete. */
-export type KvWriteResult = { ok: true; version: string } | { ok: false; reason: "conflict" | "not_found" };
+export type KvWriteResult = { ok: true; version: string } | {
+  ok: false;
+  reason: "conflict" | "not_found";
+};
 
 /** One page of a KV listing. */
 export interface KvPage {
@@ -98,9 +101,30 @@ export interface RelayStore extends AsyncDisposable {
   removeSshKey(fingerprint: string): Promise<boolean>;
 
   kvGet(ns: string, key: string, now: Date): Promise<KvEntry | null>;
-  kvSet(ns: string, key: string, value: Uint8Array, opts: KvSetOptions, now: Date): Promise<KvWriteResult>;
-  kvDelete(ns: string, key: string, opts: { ifVersion?: string }, now: Date): Promise<KvWriteResult>;
-  kvList(ns: string, prefix: string, limit: number, cursor: string | null, now: Date): Promise<KvPage>;
+  kvSet(
+    ns: string,
+    key: string,
+    value: Uint8Array,
+    opts: KvSetOptions,
+    now: Date,
+  ): Promise<KvWriteResult>;
+  kvDelete(
+    ns: string,
+    key: string,
+    opts: { ifVersion?: string },
+    now: Date,
+  ): Promise<KvWriteResult>;
+  kvList(
+    ns: string,
+    prefix: string,
+    limit: number,
+    cursor: string | null,
+    now: Date,
+  ): Promise<KvPage>;
   /** Changes to `key` (exact) or to keys starting with `prefix`, until `signal` aborts. */
-  kvWatch(ns: string, match: { key: string } | { prefix: string }, signal: AbortSignal): AsyncIterable<KvEvent>;
+  kvWatch(
+    ns: string,
+    match: { key: string } | { prefix: string },
+    signal: AbortSignal,
+  ): AsyncIterable<KvEvent>;
 }
