@@ -6,6 +6,7 @@ import { loadConfig, type NodeConfig } from "./config.ts";
 import { PtyHost } from "./pty_host.ts";
 import { RelayLink } from "./link.ts";
 import { listenWebSocket } from "./ws_listener.ts";
+import { runDialback } from "./ssh_session.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
@@ -202,6 +203,7 @@ class Daemon {
       logger: this.#logger,
       serve: (stream) => void service.serve(stream),
       sessions: () => this.#manager.counts().running,
+      dialback: (cfg, ticket) => void runDialback(cfg, ticket, this.#pty, this.#logger),
     });
     return { ...this.#link.status };
   }

@@ -34,6 +34,8 @@ export interface LinkHost {
   serve(stream: Duplex): void;
   /** Running sessions, reported to the relay. */
   sessions(): number;
+  /** The relay asks for a dial-back connection for an SSH session. */
+  dialback(config: RelayConfig, ticket: string): void;
 }
 
 /**
@@ -159,6 +161,11 @@ export class RelayLink {
           onStream: (stream, meta) => {
             if (meta.kind === "node") this.#host.serve(stream);
             else stream.close();
+          },
+          onControl: (msg) => {
+            if (msg.type === "dialback" && typeof msg.ticket === "string") {
+              this.#host.dialback(this.#config, msg.ticket);
+            }
           },
           onGoaway: (reason, message) => {
             restarting = reason === "relay_restarting";

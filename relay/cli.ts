@@ -10,6 +10,7 @@ import type { RelayStore } from "./store.ts";
 const USAGE = `Usage:
   cw relay [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--base-url URL]
            [--data-dir DIR] [--auth-mode token|none] [--behind-proxy PROXY_IP]
+           [--ssh-listen ADDR|off]  (SSH gateway, default 0.0.0.0:2222)
   cw relay invite [--uses N] [--ttl DURATION]      print a new invite token
   cw relay invite --list | --revoke TOKEN
   cw relay nodes [--json] | --revoke NAME

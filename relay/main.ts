@@ -8,6 +8,7 @@ import { VERSION } from "../shared/version.ts";
 import { openKvStore } from "./kv_store.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
+import { loadOrCreateHostKey, startSshGateway } from "./ssh_gateway.ts";
 
 /** Parsed `cw relay` settings. */
 export interface RelayOptions {
@@ -17,6 +18,8 @@ export interface RelayOptions {
   authMode: "token" | "none";
   tls: { cert: string; key: string } | null;
   behindProxy: string | null;
+  /** The SSH gateway's address; null turns it off. */
+  sshListen: { hostname: string; port: number } | null;
 }
 
 /** Where the relay keeps its state by default. */
@@ -67,7 +70,15 @@ export function parseRelayArgs(args: string[]): RelayOptions {
   if (authMode === "none" && !isLoopback(listen.hostname)) {
     throw new RangeError("--auth-mode none is only allowed when every listener is on loopback");
   }
+  const sshValue = values["ssh-listen"] ?? "0.0.0.0:2222";
+  const sshListen = sshValue === "off" ? null : parseListen(sshValue);
+  if (authMode === "none" && sshListen && !isLoopback(sshListen.hostname)) {
+    throw new RangeError(
+      "--auth-mode none is only allowed when every listener is on loopback (see --ssh-listen)",
+    );
+  }
   return {
+    sshListen,
     dataDir: values["data-dir"] ?? defaultDataDir(),
     listen,
     baseUrl: values["base-url"] ?? null,
@@ -102,7 +113,17 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   const scheme = opts.tls ? "https" : "http";
 
   let baseUrl = opts.baseUrl ?? "";
+  const hostKey = opts.sshListen
+    ? loadOrCreateHostKey(join(opts.dataDir, "ssh_host_ed25519_key"))
+    : null;
+  let sshPort: number | null = null;
   const relay = createRelay({
+    authorizedKeysFile: join(opts.dataDir, "authorized_keys"),
+    info: () => ({
+      ssh: hostKey
+        ? { port: sshPort, fingerprint: hostKey.fingerprint, hostKey: hostKey.publicLine }
+        : null,
+    }),
     store,
     logger,
     get baseUrl() {
@@ -125,6 +146,28 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   baseUrl ||= url;
   logger.info(`cw relay ${VERSION} listening on ${url}`);
   logger.info(`base URL ${baseUrl}; data dir ${opts.dataDir}; auth mode ${opts.authMode}`);
+  let gateway: { port: number; close(): Promise<void> } | null = null;
+  if (opts.sshListen && hostKey) {
+    gateway = await startSshGateway(
+      {
+        hostKey: hostKey.privateKey,
+        logger,
+        publicKeys: relay.publicKeys,
+        checkPassword: relay.checkPassword,
+        dialback: relay.dialback,
+      },
+      opts.sshListen.hostname,
+      opts.sshListen.port,
+    );
+    sshPort = gateway.port;
+    const sshHost = opts.sshListen.hostname.includes(":")
+      ? `[${opts.sshListen.hostname}]`
+      : opts.sshListen.hostname;
+    logger.info(`ssh gateway on ${sshHost}:${gateway.port}; host key ${hostKey.fingerprint}`);
+    logger.info(
+      `pin it: ssh-keyscan -p ${gateway.port} HOST, or add "[HOST]:${gateway.port} ${hostKey.publicLine}" to known_hosts`,
+    );
+  }
   if (opts.authMode === "token" && !Deno.env.get("CW_RELAY_ADMIN_TOKEN")) {
     logger.info(`admin token file: ${join(opts.dataDir, "admin.token")}`);
   }
@@ -148,6 +191,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   logger.info(`shutting down (${reason})`);
   clearInterval(sweep);
   relay.goaway("the relay is restarting");
+  await gateway?.close().catch(() => {});
   const closed = server.shutdown();
   const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
   // an open KV watch never finishes by itself: after a moment for requests in flight,

@@ -8,6 +8,10 @@ import { encodeJson, FrameKind } from "../shared/protocol.ts";
 import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import { VERSION } from "../shared/version.ts";
 import { Hub, type LiveNode } from "./hub.ts";
+import { Tickets } from "./tickets.ts";
+import { parsePublicKey, type PublicKey } from "./ssh_gateway.ts";
+import { CwError } from "../shared/errors.ts";
+import { TICKET_TTL_MS } from "../shared/dialback.ts";
 import { kvApi } from "./kv_api.ts";
 import { Metrics } from "./metrics.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
@@ -54,6 +58,8 @@ export interface RelayDeps {
   now?: () => Date;
   /** Extra facts for /api/v1/info (e.g. the SSH host key). */
   info?: () => Record<string, unknown>;
+  /** An OpenSSH authorized_keys file whose keys may log in through the gateway. */
+  authorizedKeysFile?: string | null;
 }
 
 /** The relay: its HTTP app plus the live state behind it. */
@@ -63,6 +69,12 @@ export interface Relay {
   metrics: Metrics;
   /** Tells every node the relay is restarting and closes their links. */
   goaway(message: string): void;
+  /** Asks node `name` to dial back (for an SSH session); see shared/dialback.ts. */
+  dialback(name: string): Promise<WebSocket>;
+  /** Keys that may log in through the SSH gateway. */
+  publicKeys(): Promise<PublicKey[]>;
+  /** Whether a password is a valid node credential or the admin token. */
+  checkPassword(password: string): Promise<boolean>;
 }
 
 type Env = { Variables: { principal: Principal; addr: string } };
@@ -114,8 +126,13 @@ export function createRelay(deps: RelayDeps): Relay {
 
   /** Resolves the bearer token; throws 401/403/429. */
   const authenticate = async (c: Context<Env>): Promise<Principal> => {
-    if (deps.authMode === "none") return { kind: "admin" };
     const addr = c.get("addr");
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    if (deps.authMode === "none") {
+      // no credentials needed; a node's own credential still says which node it is
+      const p = m ? await principalOf(m[1]) : null;
+      return p?.kind === "node" ? p : { kind: "admin" };
+    }
     if (authFailures.exhausted(addr)) {
       throw new HttpError(
         429,
@@ -123,8 +140,6 @@ export function createRelay(deps: RelayDeps): Relay {
         "Too many failed attempts from this address; try later",
       );
     }
-    const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) {
       authFailures.take(addr);
       throw new HttpError(
@@ -133,21 +148,82 @@ export function createRelay(deps: RelayDeps): Relay {
         "Missing credential: send Authorization: Bearer TOKEN",
       );
     }
-    const token = m[1];
+    const p = await principalOf(m[1]);
+    if (p === null) {
+      authFailures.take(addr);
+      throw new HttpError(401, "unauthorized", "Invalid credential");
+    }
+    if (p.kind === "node" && p.node.revokedAt) {
+      throw new HttpError(403, "forbidden", `Node "${p.node.name}" has been revoked`);
+    }
+    return p;
+  };
+
+  /** Who a token belongs to (revoked nodes included), or null. */
+  const principalOf = async (token: string): Promise<Principal | null> => {
     const hash = await hashSecret(token);
     if (deps.adminTokenHash && constantTimeEqual(hash, deps.adminTokenHash)) {
       return { kind: "admin" };
     }
     const name = credentialName(token);
     const node = name ? await deps.store.getNode(name) : null;
-    if (!node || !constantTimeEqual(hash, node.credentialHash)) {
-      authFailures.take(addr);
-      throw new HttpError(401, "unauthorized", "Invalid credential");
-    }
-    if (node.revokedAt) {
-      throw new HttpError(403, "forbidden", `Node "${node.name}" has been revoked`);
-    }
+    if (!node || !constantTimeEqual(hash, node.credentialHash)) return null;
     return { kind: "node", node };
+  };
+
+  const tickets = new Tickets();
+
+  const dialback = async (name: string): Promise<WebSocket> => {
+    const node = NODE_NAME_RE.test(name) ? await deps.store.getNode(name) : null;
+    if (!node || node.revokedAt) throw new CwError("not_found", `Unknown node "${name}"`);
+    const live = hub.get(name);
+    if (!live) throw new CwError("node_offline", `Node "${name}" is offline`);
+    const { ticket, connected, cancel } = await tickets.issue(name);
+    live.mux.control({ type: "dialback", ticket });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        connected,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new CwError(
+                  "timeout",
+                  `Node "${name}" did not connect back within ${TICKET_TTL_MS / 1000} s`,
+                ),
+              ),
+            TICKET_TTL_MS,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      cancel();
+    }
+  };
+
+  let keyCache: { mtime: number; keys: PublicKey[] } = { mtime: -1, keys: [] };
+  const publicKeys = async (): Promise<PublicKey[]> => {
+    const registered = (await deps.store.listSshKeys())
+      .map((k) => parsePublicKey(k.line))
+      .filter((k): k is PublicKey => k !== null);
+    if (deps.authorizedKeysFile) {
+      try {
+        const mtime = (await Deno.stat(deps.authorizedKeysFile)).mtime?.getTime() ?? 0;
+        if (mtime !== keyCache.mtime) {
+          const text = await Deno.readTextFile(deps.authorizedKeysFile);
+          const keys = text.split("\n")
+            .filter((l) => l.trim() && !l.trim().startsWith("#"))
+            .map(parsePublicKey)
+            .filter((k): k is PublicKey => k !== null);
+          keyCache = { mtime, keys };
+        }
+      } catch {
+        keyCache = { mtime: -1, keys: [] }; // no file (yet)
+      }
+    }
+    return [...registered, ...keyCache.keys];
   };
 
   const requireAuth = (admin: boolean) => async (c: Context<Env>, next: () => Promise<void>) => {
@@ -339,6 +415,51 @@ export function createRelay(deps: RelayDeps): Relay {
     return c.body(null, 204);
   });
 
+  // ---- SSH keys for the gateway
+  app.post("/api/v1/ssh-keys", requireAuth(false), async (c) => {
+    const body = await jsonBody(c);
+    const key = typeof body.key === "string" ? parsePublicKey(body.key) : null;
+    if (!key) {
+      throw new HttpError(400, "bad_request", 'Field "key" must be an OpenSSH public key line');
+    }
+    const p = c.get("principal");
+    await deps.store.addSshKey({
+      fingerprint: key.fingerprint,
+      line: key.line,
+      addedBy: p.kind === "node" ? p.node.name : "admin",
+      addedAt: now().toISOString(),
+    });
+    return c.json({ fingerprint: key.fingerprint }, 201);
+  });
+  app.get(
+    "/api/v1/ssh-keys",
+    requireAuth(false),
+    async (c) => c.json({ keys: await deps.store.listSshKeys() }),
+  );
+  app.delete("/api/v1/ssh-keys/:fingerprint", requireAuth(false), async (c) => {
+    const fp = c.req.param("fingerprint") ?? "";
+    if (!(await deps.store.removeSshKey(fp))) throw new HttpError(404, "not_found", `No key ${fp}`);
+    return c.body(null, 204);
+  });
+
+  // ---- dial-back connections of nodes (SSH sessions)
+  app.get("/node/dialback", async (c) => {
+    if (c.req.header("origin") !== undefined) {
+      throw new HttpError(403, "forbidden", "Cross-origin requests are refused");
+    }
+    const p = await authenticate(c);
+    if (p.kind !== "node") throw new HttpError(403, "forbidden", "Only a node may dial back");
+    const ticket = c.req.header("x-cw-ticket") ?? "";
+    const entry = ticket ? await tickets.claim(ticket, p.node.name) : null;
+    if (!entry) throw new HttpError(403, "forbidden", "Invalid, used or expired dial-back ticket");
+    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
+      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
+    }
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    socket.addEventListener("open", () => entry.resolve(socket), { once: true });
+    return response;
+  });
+
   // ---- KV
   app.use("/api/v1/kv/*", requireAuth(false));
   app.route(
@@ -468,6 +589,9 @@ export function createRelay(deps: RelayDeps): Relay {
       "/api/v1/invites",
       "/api/v1/invites/:id",
       "/api/v1/nodes/:name/connect",
+      "/api/v1/ssh-keys",
+      "/api/v1/ssh-keys/:fingerprint",
+      "/node/dialback",
       "/node/connect",
     ]
   ) {
@@ -482,6 +606,12 @@ export function createRelay(deps: RelayDeps): Relay {
     metrics,
     goaway(message: string) {
       for (const node of hub.all()) node.mux.goaway("relay_restarting", message);
+    },
+    dialback,
+    publicKeys,
+    async checkPassword(password: string) {
+      const p = await principalOf(password);
+      return p !== null && (p.kind === "admin" || (p.kind === "node" && !p.node.revokedAt));
     },
   };
 }

@@ -114,6 +114,10 @@ export class RelayProcess implements AsyncDisposable {
         "--data-dir",
         dataDir,
         ...tls,
+        // the SSH gateway on a port of its own choosing, unless the test says otherwise
+        ...(opts.extra?.some((a) => a.startsWith("--ssh-listen"))
+          ? []
+          : ["--ssh-listen", "127.0.0.1:0"]),
         ...(opts.extra ?? []),
       ],
       env: { ...Deno.env.toObject(), CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN, ...(opts.env ?? {}) },

@@ -1,0 +1,41 @@
+import { TICKET_TTL_MS } from "../shared/dialback.ts";
+import { hashSecret, newToken } from "../shared/secrets.ts";
+
+interface Pending {
+  node: string;
+  expires: number;
+  resolve(ws: WebSocket): void;
+}
+
+/**
+ * One-time dial-back tickets, each bound to a node and one waiting request,
+ * valid for {@link TICKET_TTL_MS}. Held in memory by hash only.
+ */
+export class Tickets {
+  #pending = new Map<string, Pending>();
+
+  /** Issues a ticket for `node`; `connected` resolves with the node's socket. */
+  async issue(
+    node: string,
+  ): Promise<{ ticket: string; connected: Promise<WebSocket>; cancel(): void }> {
+    const ticket = newToken("cwt");
+    const key = await hashSecret(ticket);
+    let resolve!: (ws: WebSocket) => void;
+    const connected = new Promise<WebSocket>((r) => resolve = r);
+    this.#pending.set(key, { node, expires: Date.now() + TICKET_TTL_MS, resolve });
+    return { ticket, connected, cancel: () => this.#pending.delete(key) };
+  }
+
+  /**
+   * Takes a ticket presented by `node`: null when it is unknown, used,
+   * expired, or bound to another node. A ticket works once.
+   */
+  async claim(ticket: string, node: string): Promise<Pending | null> {
+    const key = await hashSecret(ticket);
+    const entry = this.#pending.get(key);
+    if (!entry) return null;
+    this.#pending.delete(key);
+    if (entry.node !== node || Date.now() > entry.expires) return null;
+    return entry;
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The dial-back connection behind an SSH session on the relay's gateway.
+ *
+ * 1. A user runs `ssh dev-1@relay -p 2222`; the gateway authenticates them.
+ * 2. The relay makes a one-time ticket bound to node `dev-1` and this one
+ *    request (valid {@link TICKET_TTL_MS}) and sends CONTROL
+ *    `{type: "dialback", ticket}` on dev-1's persistent link.
+ * 3. The node opens a second WebSocket to `/node/dialback` with its
+ *    credential (`Authorization: Bearer …`) and the ticket (`X-Cw-Ticket`).
+ *    The relay refuses a ticket that is unknown, expired, already used, or
+ *    bound to another node.
+ * 4. The relay sends START; the node runs the command (in a PTY from its PTY
+ *    worker when the client asked for one, else with pipes, stdout and stderr
+ *    apart) and the relay bridges the SSH channel to this connection.
+ *
+ * ## Messages (binary WebSocket messages)
+ *
+ * ```
+ *  +------+---------------+
+ *  | type | payload       |
+ *  +------+---------------+
+ * ```
+ *
+ * | type | name   | dir          | payload                                   |
+ * |------|--------|--------------|-------------------------------------------|
+ * | 0x01 | START  | relay → node | JSON {@link DialbackStart}                |
+ * | 0x02 | STDIN  | relay → node | bytes                                     |
+ * | 0x03 | EOF    | relay → node | none: stdin is closed                     |
+ * | 0x04 | RESIZE | relay → node | JSON {cols, rows}                         |
+ * | 0x05 | SIGNAL | relay → node | JSON {signal}                             |
+ * | 0x06 | ACK    | relay → node | u32: output bytes the SSH client took     |
+ * | 0x11 | STDOUT | node → relay | bytes                                     |
+ * | 0x12 | STDERR | node → relay | bytes                                     |
+ * | 0x13 | EXIT   | node → relay | JSON {code, signal}: the last message     |
+ * | 0x14 | ERROR  | node → relay | JSON {message}: could not start           |
+ *
+ * Flow control: the node never has more than {@link DIALBACK_WINDOW} output
+ * bytes unacknowledged; it stops reading the program's output (pausing the
+ * PTY or the pipes) until ACKs come. The relay acknowledges output as the SSH
+ * channel accepts it, so a client that stops reading pauses its program, and
+ * memory stays bounded on both sides.
+ */
+
+/** How long a ticket is valid. */
+export const TICKET_TTL_MS = 10_000;
+/** Unacknowledged output bytes allowed in flight. */
+export const DIALBACK_WINDOW = 256 * 1024;
+/** Largest output or input message. */
+export const DIALBACK_MAX_CHUNK = 64 * 1024;
+
+/** Message types. */
+export const Dial = {
+  START: 0x01,
+  STDIN: 0x02,
+  EOF: 0x03,
+  RESIZE: 0x04,
+  SIGNAL: 0x05,
+  ACK: 0x06,
+  STDOUT: 0x11,
+  STDERR: 0x12,
+  EXIT: 0x13,
+  ERROR: 0x14,
+} as const;
+
+/** What to run. */
+export interface DialbackStart {
+  /** A command line for the login shell's `-c`, or null for an interactive shell. */
+  command: string | null;
+  /** Terminal, when the client asked for one. */
+  pty: { term: string; cols: number; rows: number } | null;
+  /** Variables from the client's allow-list (LANG, LC_*). */
+  env: Record<string, string>;
+}
+
+/** Variables an SSH client may set on the node. */
+export function allowedEnv(name: string): boolean {
+  return name === "LANG" || name === "LANGUAGE" || name === "COLORTERM" ||
+    /^LC_[A-Z_]+$/.test(name);
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Encodes a message. */
+export function encodeDial(
+  type: number,
+  payload?: Uint8Array | Record<string, unknown> | number,
+): Uint8Array {
+  let body: Uint8Array;
+  if (payload === undefined) body = new Uint8Array(0);
+  else if (typeof payload === "number") {
+    body = new Uint8Array(4);
+    new DataView(body.buffer).setUint32(0, payload);
+  } else if (payload instanceof Uint8Array) body = payload;
+  else body = encoder.encode(JSON.stringify(payload));
+  const out = new Uint8Array(1 + body.byteLength);
+  out[0] = type;
+  out.set(body, 1);
+  return out;
+}
+
+/** Decodes a message: its type and raw payload. */
+export function decodeDial(data: Uint8Array): { type: number; payload: Uint8Array } {
+  if (data.byteLength < 1) throw new RangeError("Empty dial-back message");
+  return { type: data[0], payload: data.subarray(1) };
+}
+
+/** Parses a JSON payload; throws RangeError when it is not an object. */
+export function dialJson(payload: Uint8Array): Record<string, unknown> {
+  const v = JSON.parse(decoder.decode(payload));
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new RangeError("Expected a JSON object");
+  }
+  return v;
+}
+
+/** Reads an ACK's count. */
+export function dialCount(payload: Uint8Array): number {
+  if (payload.byteLength !== 4) throw new RangeError("ACK needs a u32");
+  return new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0);
+}
