@@ -1,3 +1,5 @@
+// ssh2's callback objects are loosely typed; they stay inside this file.
+// deno-lint-ignore-file no-explicit-any
 /**
  * The relay's SSH gateway: `ssh dev-1@relay -p 2222` lands on node dev-1.
  * The only file that touches npm `ssh2`; its types stay here.
@@ -105,7 +107,6 @@ export function startSshGateway(
   port: number,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const failures = new RateLimiter(30, 20);
-  // deno-lint-ignore no-explicit-any
   const server = new Server({ hostKeys: [deps.hostKey] }, (client: any, info: any) => {
     const addr: string = info?.ip ?? "unknown";
     client._sock?.setNoDelay?.(true); // without it every round trip waits ~40 ms
@@ -165,7 +166,6 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
 }
 
-// deno-lint-ignore no-explicit-any
 function session(sess: any, node: string, deps: GatewayDeps): void {
   let pty: DialbackStart["pty"] = null;
   const env: Record<string, string> = {};
@@ -201,7 +201,6 @@ function session(sess: any, node: string, deps: GatewayDeps): void {
 }
 
 /** Connects a channel to the node; resolves with the dial-back socket once it is up. */
-// deno-lint-ignore no-explicit-any
 async function bridge(
   channel: any,
   node: string,
