@@ -85,6 +85,11 @@ the relay.`,
 get prints the value alone (exit 1 if missing); set prints the new version;
 --if-version makes set a compare-and-set; watch prints one JSON line per change.`,
   },
+  "ssh-key": {
+    usage: "cw ssh-key add [PATH] | list [--json] | remove FINGERPRINT",
+    text: `Manage the public keys that may log in through the relay's SSH gateway
+(ssh NODE@relay -p 2222). add defaults to ~/.ssh/id_ed25519.pub.`,
+  },
   relay: {
     usage:
       "cw relay [--listen ADDR] [--tls-cert F --tls-key F] [--base-url URL] [--data-dir DIR] [--auth-mode token|none]",

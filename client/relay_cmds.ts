@@ -360,3 +360,75 @@ export async function kv(args: string[], home: string): Promise<number> {
       throw new RelayUsageError(`Unknown kv command "${sub ?? ""}": ${KV_USAGE}`);
   }
 }
+
+// ---------------------------------------------------------------- ssh-key
+
+/** `cw ssh-key add [PATH] | list [--json] | remove FINGERPRINT`: keys for the relay's SSH gateway. */
+export async function sshKey(args: string[], home: string): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, { json: { type: "boolean" } });
+  const config = requireRelay(home);
+  switch (sub) {
+    case "add": {
+      if (positionals.length > 1) throw new RelayUsageError("Usage: cw ssh-key add [PATH]");
+      const path = positionals[0] ?? `${Deno.env.get("HOME") ?? ""}/.ssh/id_ed25519.pub`;
+      let line: string;
+      try {
+        line = (await Deno.readTextFile(path)).trim();
+      } catch (err) {
+        throw new CwError("not_found", `Cannot read ${path}: ${(err as Error).message}`);
+      }
+      if (/PRIVATE KEY/.test(line)) {
+        throw new RelayUsageError(`${path} is a private key; give the .pub file`);
+      }
+      const res = await relayFetch(config, "/api/v1/ssh-keys", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key: line.split("\n")[0] }),
+      });
+      await throwForStatus(res);
+      const { fingerprint } = await res.json();
+      console.log(fingerprint);
+      console.error(
+        `Added ${fingerprint}: ssh ${config.name}@${new URL(config.url).hostname} -p 2222`,
+      );
+      return 0;
+    }
+    case "list": {
+      if (positionals.length) throw new RelayUsageError("Usage: cw ssh-key list [--json]");
+      const res = await relayFetch(config, "/api/v1/ssh-keys");
+      await throwForStatus(res);
+      const { keys } = await res.json() as {
+        keys: { fingerprint: string; line: string; addedBy: string; addedAt: string }[];
+      };
+      if (values.json) console.log(JSON.stringify(keys));
+      else if (keys.length === 0) console.error("No keys.");
+      else {
+        for (const k of keys) {
+          console.log(
+            `${k.fingerprint}  ${
+              k.line.split(" ").slice(2).join(" ") || "-"
+            }  added by ${k.addedBy}`,
+          );
+        }
+      }
+      return 0;
+    }
+    case "remove": {
+      const [fp] = positionals;
+      if (!fp || positionals.length > 1) {
+        throw new RelayUsageError("Usage: cw ssh-key remove FINGERPRINT");
+      }
+      const res = await relayFetch(config, `/api/v1/ssh-keys/${encodeURIComponent(fp)}`, {
+        method: "DELETE",
+      });
+      await throwForStatus(res);
+      console.error(`Removed ${fp}.`);
+      return 0;
+    }
+    default:
+      throw new RelayUsageError(
+        "Usage: cw ssh-key add [PATH] | list [--json] | remove FINGERPRINT",
+      );
+  }
+}

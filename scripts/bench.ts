@@ -95,57 +95,10 @@ class Rig implements AsyncDisposable {
   }
 }
 
-/** The environment of a bench terminal: ours, minus anything that says we are nested. */
-function outerEnv(extra: Record<string, string>): Record<string, string> {
-  const env = Deno.env.toObject();
-  for (const k of ["TMUX", "TMUX_PANE", "CW_SESSION_ID", "CW_SESSION_NAME"]) delete env[k];
-  return { ...env, TERM: "xterm-256color", ...extra };
-}
-
-/** Writes `bytes` of base64 text in 76-column lines, like `base64` prints. */
-async function writeTextFile(path: string, bytes: number): Promise<void> {
-  const b64 = crypto.getRandomValues(new Uint8Array(57 * 1024)).toBase64();
-  const lines: string[] = [];
-  for (let i = 0; i < b64.length; i += 76) lines.push(b64.slice(i, i + 76));
-  const block = new TextEncoder().encode(lines.join("\n") + "\n");
-  using f = await Deno.open(path, { write: true, create: true, truncate: true });
-  let left = bytes;
-  while (left > 0) {
-    const part = block.subarray(0, Math.min(left, block.byteLength));
-    let off = 0;
-    while (off < part.byteLength) off += await f.write(part.subarray(off));
-    left -= part.byteLength;
-  }
-}
-
-/**
- * VmRSS of a process in KiB. Read through `cat`: Deno only lets a process read
- * another's /proc entries with --allow-all.
- */
-async function rssKiB(pid: number): Promise<number> {
-  const status = await output("cat", [`/proc/${pid}/status`]);
-  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
-  if (!m) throw new Error(`No VmRSS in /proc/${pid}/status`);
-  return Number(m[1]);
-}
-
 function nodePidOf(home: CwHome): number {
   const pid = home.nodePid();
   if (!pid) throw new Error(`No node is running for ${home.home}`);
   return pid;
-}
-
-async function output(cmd: string, args: string[]): Promise<string> {
-  try {
-    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
-    return new TextDecoder().decode(out.stdout).trim();
-  } catch {
-    return "?";
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 // ---------------------------------------------------------------- echo and throughput
@@ -322,12 +275,6 @@ async function measureControl(rig: Rig): Promise<ControlResults> {
 
 // ---------------------------------------------------------------- report
 
-interface Target {
-  name: string;
-  value: string;
-  pass: boolean;
-}
-
 function judge(io: IoResults, ctl: ControlResults): Target[] {
   const cw = io.throughput.cw.median.mibPerS;
   const bare = io.throughput.bare.median.mibPerS;
@@ -371,22 +318,6 @@ function judge(io: IoResults, ctl: ControlResults): Target[] {
       pass: ctl.list.cliP50Ms <= TARGETS.listMs,
     },
   ];
-}
-
-function fmtMs(ms: number): string {
-  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
-  if (ms < 100) return `${ms.toFixed(2)} ms`;
-  return `${ms.toFixed(0)} ms`;
-}
-
-function fmtMiB(bytes: number): string {
-  return `${(bytes / MIB).toFixed(1)} MiB`;
-}
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
-  return [line(head), ...rows.map(line)].join("\n");
 }
 
 function report(
@@ -464,10 +395,6 @@ function report(
     ),
   );
   return out.join("\n");
-}
-
-function progress(message: string): void {
-  console.error(`… ${message}`);
 }
 
 // ---------------------------------------------------------------- main

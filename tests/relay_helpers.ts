@@ -156,6 +156,11 @@ export class RelayProcess implements AsyncDisposable {
     return new RelayProcess(child, url, dataDir, output);
   }
 
+  /** The relay's process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   /** Graceful stop (SIGTERM); resolves with the exit code and the output. */
   async stop(): Promise<{ code: number; output: string }> {
     try {
