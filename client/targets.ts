@@ -98,15 +98,48 @@ function wsDialer(url: URL, token: string, caCert: string | null, what: string):
           },
         });
       }, { once: true });
-      const fail = (why: string) => {
+      const fail = async (why: string) => {
         clearTimeout(timer);
+        const refused = await refusal(url, token, client);
         client?.close();
-        reject(new CwError("node_unavailable", `Cannot connect to ${what}: ${why}`));
+        reject(
+          refused
+            ? new CwError(refused.code, `Cannot connect to ${what}: ${refused.message}`)
+            : new CwError("node_unavailable", `Cannot connect to ${what}: ${why}`),
+        );
       };
-      ws.addEventListener("error", (e) => fail((e as ErrorEvent).message || "refused"), {
+      ws.addEventListener("error", (e) => void fail((e as ErrorEvent).message || "refused"), {
         once: true,
       });
     });
+}
+
+/**
+ * Why a server refused a WebSocket upgrade, when it says so over plain HTTP:
+ * a failed upgrade (over HTTP/2 above all) hides the status and the JSON
+ * error, so ask once more without upgrading. Null when it gives no reason.
+ */
+async function refusal(
+  url: URL,
+  token: string,
+  client: Deno.HttpClient | undefined,
+): Promise<CwError | null> {
+  const http = new URL(url);
+  http.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  try {
+    const res = await fetch(http, {
+      headers: { authorization: `Bearer ${token}` },
+      client,
+      signal: AbortSignal.timeout(5000),
+    } as RequestInit);
+    const body = await res.json().catch(() => null);
+    const error = body?.error;
+    // 400 is "expected a WebSocket upgrade": the credential passed
+    if (res.ok || res.status === 400 || typeof error?.message !== "string") return null;
+    return new CwError(error.code ?? "internal", `${error.message} (HTTP ${res.status})`);
+  } catch {
+    return null;
+  }
 }
 
 /** Picks clients for a command's targets. */

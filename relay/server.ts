@@ -478,7 +478,8 @@ export function createRelay(deps: RelayDeps): Relay {
     if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
       throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
     }
-    const known = deps.authMode === "none" || (await deps.store.getNode(name))?.revokedAt === null;
+    const record = deps.authMode === "none" ? null : await deps.store.getNode(name);
+    const known = deps.authMode === "none" || record?.revokedAt === null;
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
     const client = wsDuplex(socket);
     const live = hub.get(name);
@@ -487,6 +488,8 @@ export function createRelay(deps: RelayDeps): Relay {
         // a WebSocket client cannot read an HTTP error body: answer in the protocol
         const error = known
           ? { code: "node_offline", message: `Node "${name}" is offline` }
+          : record?.revokedAt
+          ? { code: "forbidden", message: `Node "${name}" has been revoked` }
           : { code: "not_found", message: `Unknown node "${name}"` };
         socket.send(encodeJson(FrameKind.ERROR, error));
         socket.close(1000);
