@@ -1,14 +1,23 @@
 /**
- * Standalone benchmark report (`deno task bench`): keystroke echo and output
- * throughput through `cw attach` against a bare PTY, a C PTY relay
- * (`script`, the floor for any PTY-in-PTY design) and `tmux attach`, the
- * latency of `cw launch` and `cw list`, and the node's memory per idle
- * session — all on this machine, in one run. Prints a table with PASS/MISS per
- * target and writes the figures to `bench-results/standalone.json`.
+ * Benchmark report (`deno task bench [--only standalone|relay|remote]`), in
+ * three parts, each printing a table with PASS/MISS per target and writing its
+ * figures to `bench-results/PART.json`:
  *
- * It is a report, not a test: a MISS does not fail the run; an error does.
+ * - standalone (this file): keystroke echo and output throughput through
+ *   `cw attach` against a bare PTY, a C PTY relay (`script`, the floor for any
+ *   PTY-in-PTY design) and `tmux attach`, the latency of `cw launch` and
+ *   `cw list`, and the node's memory per idle session;
+ * - relay (bench/relay.ts): the relay's memory and CPU with 2,000 idle node
+ *   links (`--nodes N` to change), reconnection after a relay restart, and KV
+ *   round trips over HTTPS beside Deno KV in-process;
+ * - remote (bench/remote.ts): `cw attach dev-1:N` and `cw list dev-1` through
+ *   a loopback relay, beside the local commands.
+ *
+ * All on this machine, in one run. It is a report, not a test: a MISS does
+ * not fail the run; an error does.
  */
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { localDialer } from "../client/local.ts";
 import { NodeClient } from "../client/node_client.ts";
 import { CW_ARGV, CwHome, shellQuote, Tmux } from "../tests/helpers.ts";
@@ -25,6 +34,23 @@ import {
   timed,
 } from "./bench/measure.ts";
 import { Terminal } from "./bench/terminal.ts";
+import {
+  fmtMiB,
+  fmtMs,
+  interruptible,
+  loadAverage,
+  outerEnv,
+  output,
+  progress,
+  rssKiB,
+  sleep,
+  table,
+  type Target,
+  targetsTable,
+  writeTextFile,
+} from "./bench/common.ts";
+import { DEFAULT_NODES, runRelayBench } from "./bench/relay.ts";
+import { runRemoteBench } from "./bench/remote.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -389,32 +415,25 @@ function report(
       `sleeping sessions = ${ctl.rss.perSessionKiB.toFixed(1)} KiB per session`,
     "",
     "Targets",
-    table(
-      ["", "target", "measured"],
-      targets.map((t) => [t.pass ? "PASS" : "MISS", t.name, t.value]),
-    ),
+    targetsTable(targets),
   );
   return out.join("\n");
 }
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
+async function runStandalone(): Promise<void> {
   const started = performance.now();
   // other work on the machine moves every figure; say how busy it was
-  const loadAtStart = (await output("cat", ["/proc/loadavg"])).split(" ").slice(0, 3).join(" ");
+  const loadAtStart = await loadAverage();
   await using rig = new Rig();
-  const interrupted = new Promise<never>((_, reject) => {
-    Deno.addSignalListener("SIGINT", () => reject(new Error("Interrupted")));
-  });
-  const run = async () => {
+  const { io, ctl } = await interruptible(async () => {
     progress(`writing ${fmtMiB(FILE_BYTES)} to ${rig.file}`);
     await writeTextFile(rig.file, FILE_BYTES);
     const io = await measureIo(rig);
     const ctl = await measureControl(rig);
     return { io, ctl };
-  };
-  const { io, ctl } = await Promise.race([run(), interrupted]);
+  });
   const machine = {
     cpu: ((await output("cat", ["/proc/cpuinfo"])).match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?")
       .trim(),
@@ -460,13 +479,48 @@ async function main(): Promise<number> {
     ) + "\n",
   );
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
+}
+
+const PARTS = ["standalone", "relay", "remote"] as const;
+
+async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: { only: { type: "string" }, nodes: { type: "string" } },
+    }));
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    return 2;
+  }
+  const only = values.only ?? "all";
+  const nodes = Number(values.nodes ?? DEFAULT_NODES);
+  if (only !== "all" && !(PARTS as readonly string[]).includes(only)) {
+    console.error(`bench: --only takes ${PARTS.join(", ")} or all`);
+    return 2;
+  }
+  if (!Number.isSafeInteger(nodes) || nodes < 1) {
+    console.error("bench: --nodes takes a positive number");
+    return 2;
+  }
+  const run = {
+    standalone: runStandalone,
+    relay: () => runRelayBench(nodes),
+    remote: runRemoteBench,
+  };
+  for (const part of PARTS) {
+    if (only !== "all" && only !== part) continue;
+    if (part !== PARTS[0] && only === "all") console.log("");
+    await run[part]();
+  }
   return 0;
 }
 
 if (import.meta.main) {
   let code = 1;
   try {
-    code = await main();
+    code = await main(Deno.args);
   } catch (err) {
     // a failed clean-up wraps the error that started it
     for (let e: unknown = err; e; e = e instanceof SuppressedError ? e.suppressed : null) {

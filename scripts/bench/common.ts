@@ -54,8 +54,17 @@ export async function loadAverage(): Promise<string> {
   return (await output("cat", ["/proc/loadavg"])).split(" ").slice(0, 3).join(" ");
 }
 
+/** Facts about this machine, for a report's header and JSON. */
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  kernel: string;
+  deno: string;
+  commit: string;
+}
+
 /** Facts about this machine, for the report's header and JSON. */
-export async function machineInfo(): Promise<Record<string, string | number>> {
+export async function machineInfo(): Promise<MachineInfo> {
   return {
     cpu: ((await output("cat", ["/proc/cpuinfo"])).match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?")
       .trim(),
@@ -156,5 +165,32 @@ export async function pollUntil<T>(
       throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
     }
     await sleep(everyMs);
+  }
+}
+
+let interrupted: Promise<never> | null = null;
+
+/**
+ * Runs `fn`, rejecting early on SIGINT so that the caller's `await using`
+ * clean-up runs (the work itself is abandoned, not awaited).
+ */
+export function interruptible<T>(fn: () => Promise<T>): Promise<T> {
+  interrupted ??= new Promise<never>((_, reject) => {
+    Deno.addSignalListener("SIGINT", () => reject(new Error("Interrupted")));
+  });
+  interrupted.catch(() => {});
+  return Promise.race([fn(), interrupted]);
+}
+
+/** Resolves as `promise` does, or rejects after `ms` naming `what`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -66,6 +66,9 @@ export class BenchRelay implements AsyncDisposable {
         certs.cert,
         "--tls-key",
         certs.key,
+        // the SSH gateway on a port of its own choosing, never the default 0.0.0.0:2222
+        "--ssh-listen",
+        "127.0.0.1:0",
         ...(opts.extra ?? []),
       ],
       env: { ...Deno.env.toObject(), CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN },
@@ -83,9 +86,12 @@ export class BenchRelay implements AsyncDisposable {
       }
     };
     const done = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("the relay did not listen in time")), START_TIMEOUT_MS);
+      timer = setTimeout(
+        () => reject(new Error("the relay did not listen in time")),
+        START_TIMEOUT_MS,
+      );
     });
     const exited = child.status.then((s) => {
       throw new Error(`the relay exited with ${s.code} before listening`);
