@@ -46,6 +46,8 @@ export class DetachKeys {
 
 /** How long a remote attach keeps trying to get back after a network loss. */
 const RESUME_WINDOW_MS = 60_000;
+/** Output credit asked for on remote transports (see the protocol's `ack`). */
+export const REMOTE_WINDOW = 2 * 1024 * 1024;
 
 /**
  * Attaches the terminal to a session: raw mode, history replay, live output,
@@ -65,10 +67,15 @@ export async function attach(
     session: ref,
     readOnly: opts.readOnly,
     history: opts.history,
+    window: opts.resume ? REMOTE_WINDOW : undefined,
     ...consoleSize(),
   });
   const info = first.response.session as SessionInfo;
-  const state: Stream = { conn: first.conn, offset: first.response.offset as number };
+  const state: Stream = {
+    conn: first.conn,
+    offset: first.response.offset as number,
+    ack: opts.resume === true,
+  };
   if (tty) Deno.stdin.setRaw(true);
   const onResize = () => {
     const s = consoleSize();
@@ -110,6 +117,8 @@ export async function attach(
 interface Stream {
   conn: FramedConn;
   offset: number;
+  /** Acknowledge output (remote transports). */
+  ack: boolean;
 }
 
 /** Re-opens a remote attach from `state.offset`; false when it cannot within the window. */
@@ -131,6 +140,7 @@ async function reconnect(
         session: String(id),
         readOnly: opts.readOnly,
         from: state.offset,
+        window: REMOTE_WINDOW,
         ...consoleSize(),
       });
       const skipped = (response.skipped as number) ?? 0;
@@ -183,6 +193,7 @@ async function readOutput(state: Stream): Promise<End | "lost"> {
       const bytes = more.length ? concat([frame.bytes, ...more]) : frame.bytes;
       await writeAll(Deno.stdout, bytes);
       state.offset += bytes.byteLength;
+      if (state.ack) await acknowledge(conn, bytes.byteLength);
     } else if (frame.kind === FrameKind.EVENT) {
       const e = frame.value as StreamEvent;
       if (e.type === "exit") return e;
@@ -211,6 +222,13 @@ async function readInput(state: Stream, readOnly: boolean): Promise<"detach"> {
     }
     if (detach) return "detach";
   }
+}
+
+/** Tells the node that `bytes` of output were consumed. */
+export function acknowledge(conn: FramedConn, bytes: number): Promise<void> {
+  return conn.sendJson(FrameKind.EVENT, { type: "ack", bytes } satisfies StreamEvent).catch(
+    () => {},
+  );
 }
 
 function describeEnd(end: End): string {

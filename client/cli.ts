@@ -12,7 +12,7 @@ import { parseSignal } from "../shared/signals.ts";
 import { checkSessionName, checkTag } from "../shared/names.ts";
 import { VERSION } from "../shared/version.ts";
 import { AnsiStripper } from "./ansi.ts";
-import { attach } from "./attach.ts";
+import { acknowledge, attach, REMOTE_WINDOW } from "./attach.ts";
 import { exitCodeOf } from "./exit_code.ts";
 import { COMMANDS, helpText, usageError } from "./help.ts";
 import { concat, readAll, writeAll } from "./io.ts";
@@ -345,6 +345,7 @@ async function logs(args: string[], { targets }: Ctx): Promise<number> {
   });
   const { node, session: ref } = splitRef(needOne("logs", positionals, "session"));
   const end = await streamOutput(targets.client(node), ref, {
+    remote: targets.isRemote(node),
     tail: countOpt("logs", "tail", values.tail),
     follow: values.follow === true,
     raw: values.raw === true,
@@ -360,6 +361,7 @@ async function watch(args: string[], { targets }: Ctx): Promise<number> {
   });
   const { node, session: ref } = splitRef(needOne("watch", positionals, "session"));
   const end = await streamOutput(targets.client(node), ref, {
+    remote: targets.isRemote(node),
     tail: countOpt("watch", "tail", values.tail) ?? 20,
     follow: true,
     raw: values.raw === true,
@@ -376,13 +378,14 @@ async function watch(args: string[], { targets }: Ctx): Promise<number> {
 async function streamOutput(
   client: NodeClient,
   ref: string,
-  opts: { tail?: number; follow: boolean; raw: boolean; timeoutMs?: number },
+  opts: { tail?: number; follow: boolean; raw: boolean; timeoutMs?: number; remote: boolean },
 ): Promise<Extract<StreamEvent, { type: "exit" }> | "timeout" | null> {
   const { conn } = await client.stream({
     op: "logs",
     session: ref,
     tail: opts.tail,
     follow: opts.follow,
+    window: opts.remote ? REMOTE_WINDOW : undefined,
   });
   const strip = opts.raw ? null : new AnsiStripper();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -395,6 +398,7 @@ async function streamOutput(
       if (!frame) throw new CwError("node_unavailable", "The node closed the connection");
       if (frame.kind === FrameKind.DATA) {
         await writeAll(Deno.stdout, strip ? strip.push(frame.bytes) : frame.bytes);
+        if (opts.remote) await acknowledge(conn, frame.bytes.byteLength);
       } else if (frame.kind === FrameKind.EVENT) {
         const e = frame.value as StreamEvent;
         if (e.type === "exit") return e;

@@ -8,6 +8,8 @@ import type { Duplex } from "../shared/duplex.ts";
 const BACKOFF_CAP_MS = 10_000;
 /** After the relay said it is restarting, retry at least this often. */
 const RESTART_CAP_MS = 1_000;
+/** How long the short restart cap applies after a "relay restarting" notice. */
+const RESTART_WINDOW_MS = 60_000;
 /** First non-immediate retry delay. */
 const BACKOFF_BASE_MS = 100;
 /** A link that stayed up this long resets the backoff. */
@@ -94,6 +96,7 @@ export class RelayLink {
     const signal = this.#abort.signal;
     let attempt = 0;
     let restarting = false;
+    let restartingSince = 0;
     while (!signal.aborted) {
       this.#set("connecting", null);
       this.#status.attempts++;
@@ -104,7 +107,10 @@ export class RelayLink {
         // a link that was healthy retries at once; a flapping one keeps backing off
         if (Date.now() - started >= HEALTHY_MS) attempt = 0;
         restarting = outcome.restarting;
+        restartingSince = Date.now();
       }
+      // a relay that said it was restarting but stays away gets normal backoff
+      if (restarting && Date.now() - restartingSince > RESTART_WINDOW_MS) restarting = false;
       const cap = restarting ? RESTART_CAP_MS : BACKOFF_CAP_MS;
       const delay = attempt === 0
         ? 0
@@ -139,6 +145,7 @@ export class RelayLink {
       }
       let connected = false;
       let restarting = false;
+      let restartingSince = 0;
       const timer = setTimeout(() => {
         if (!connected) ws.close();
       }, CONNECT_TIMEOUT_MS);

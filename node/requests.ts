@@ -59,6 +59,7 @@ export function parseRequest(value: Record<string, unknown>): Request {
         history: v.bool("history"),
         cols: v.size("cols"),
         rows: v.size("rows"),
+        window: v.window("window"),
       };
     case "logs":
       return {
@@ -66,6 +67,7 @@ export function parseRequest(value: Record<string, unknown>): Request {
         session: v.string("session", true)!,
         tail: v.count("tail"),
         follow: v.bool("follow"),
+        window: v.window("window"),
       };
     case "info":
     case "relay_reload":
@@ -121,6 +123,13 @@ class Fields {
   size(key: string): number | undefined {
     const n = this.count(key);
     if (n !== undefined && (n < 1 || n > 10000)) throw bad(`Field "${key}" must be 1-10000`);
+    return n;
+  }
+  window(key: string): number | undefined {
+    const n = this.count(key);
+    if (n !== undefined && (n < 64 * 1024 || n > 64 * 1024 * 1024)) {
+      throw bad(`Field "${key}" must be 64 KiB-64 MiB`);
+    }
     return n;
   }
   env(key: string): Record<string, string> | undefined {

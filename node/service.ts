@@ -183,10 +183,15 @@ export class SessionService {
       m.resize(s, req.cols, req.rows);
     }
     const stop = new AbortController();
+    const credit = new Credit(req.window, stop.signal);
     const input = (async () => {
       while (true) {
         const frame = await conn.next();
         if (!frame) break;
+        if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") {
+          credit.ack(frame.value.bytes);
+          continue;
+        }
         // read-only is enforced here, in the node: input and resizes go nowhere
         if (readOnly) continue;
         if (frame.kind === FrameKind.DATA) m.write(s, frame.bytes);
@@ -195,12 +200,24 @@ export class SessionService {
         } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
       }
     })().finally(() => stop.abort());
-    await Promise.race([pump(conn, s, from, stop.signal, !readOnly), input]);
+    await Promise.race([pump(conn, s, from, stop.signal, !readOnly, credit), input]);
     stop.abort();
   }
 
   async #logs(conn: FramedConn, req: Extract<Request, { op: "logs" }>): Promise<void> {
     const s = this.#host.manager.resolve(req.session);
+    const stop = new AbortController();
+    const credit = new Credit(req.window, stop.signal);
+    // acknowledgements, and the client going away, arrive while we send
+    const input = (async () => {
+      while (true) {
+        const frame = await conn.next();
+        if (!frame) break;
+        if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") {
+          credit.ack(frame.value.bytes);
+        }
+      }
+    })().catch(() => {}).finally(() => stop.abort());
     // The log is written synchronously with the ring, so the files' sizes now
     // end exactly at ring.end: disk up to there, then the ring, nothing twice.
     const reader = new LogReader(s.dir);
@@ -208,7 +225,10 @@ export class SessionService {
     try {
       const start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
       await conn.sendJson(FrameKind.RESPONSE, { session: s.info() });
-      for await (const block of reader.stream(start)) await conn.sendData(block);
+      for await (const block of reader.stream(start)) {
+        if (!(await credit.take(block.byteLength))) return;
+        await conn.sendData(block);
+      }
     } finally {
       reader.close();
     }
@@ -216,10 +236,46 @@ export class SessionService {
       await sendEvent(conn, { type: "end" });
       return;
     }
-    const stop = new AbortController();
-    const gone = conn.next().finally(() => stop.abort());
-    await Promise.race([pump(conn, s, liveFrom, stop.signal), gone]);
+    await Promise.race([pump(conn, s, liveFrom, stop.signal, false, credit), input]);
     stop.abort();
+  }
+}
+
+/**
+ * Output credit granted by a client that asked for a `window`: sending waits
+ * while `window` bytes are unacknowledged. Without a window it never waits
+ * (the transport's own backpressure suffices).
+ */
+class Credit {
+  #window: number | undefined;
+  #unacked = 0;
+  #wake: (() => void) | null = null;
+  #signal: AbortSignal;
+
+  constructor(window: number | undefined, signal: AbortSignal) {
+    this.#window = window;
+    this.#signal = signal;
+    signal.addEventListener("abort", () => this.#wake?.());
+  }
+
+  /** Waits for room for `n` bytes; false if the stream was aborted meanwhile. */
+  async take(n: number): Promise<boolean> {
+    if (this.#window === undefined) return !this.#signal.aborted;
+    while (this.#unacked > 0 && this.#unacked + n > this.#window) {
+      if (this.#signal.aborted) return false;
+      await new Promise<void>((r) => this.#wake = r);
+    }
+    this.#unacked += n;
+    return !this.#signal.aborted;
+  }
+
+  /** The client consumed `n` bytes. */
+  ack(n: unknown): void {
+    if (typeof n !== "number" || !Number.isFinite(n) || n < 0) return;
+    this.#unacked = Math.max(0, this.#unacked - n);
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
   }
 }
 
@@ -234,10 +290,11 @@ async function pump(
   from: number,
   signal: AbortSignal,
   interactive = false,
+  credit?: Credit,
 ): Promise<void> {
   const viewer = s.follow(from, interactive);
   try {
-    await pumpFrom(conn, s, viewer, signal);
+    await pumpFrom(conn, s, viewer, signal, credit);
   } finally {
     viewer.leave();
   }
@@ -248,6 +305,7 @@ async function pumpFrom(
   s: Session,
   viewer: Viewer,
   signal: AbortSignal,
+  credit?: Credit,
 ): Promise<void> {
   const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
   while (!signal.aborted) {
@@ -261,6 +319,7 @@ async function pumpFrom(
     }
     if (pos < s.ring.end) {
       const chunk = s.ring.read(pos, DATA_CHUNK);
+      if (credit && !(await credit.take(chunk.byteLength))) return;
       await conn.send(encodeFrame(FrameKind.DATA, chunk));
       viewer.advance(pos + chunk.byteLength);
       continue;

@@ -29,6 +29,7 @@
  * | 0x04 | RESIZE | relay → node | JSON {cols, rows}                         |
  * | 0x05 | SIGNAL | relay → node | JSON {signal}                             |
  * | 0x06 | ACK    | relay → node | u32: output bytes the SSH client took     |
+ * | 0x07 | EOW    | relay → node | none: the client takes no more stdout     |
  * | 0x11 | STDOUT | node → relay | bytes                                     |
  * | 0x12 | STDERR | node → relay | bytes                                     |
  * | 0x13 | EXIT   | node → relay | JSON {code, signal}: the last message     |
@@ -56,6 +57,12 @@ export const Dial = {
   RESIZE: 0x04,
   SIGNAL: 0x05,
   ACK: 0x06,
+  /**
+   * OpenSSH's `eow@openssh.com` (`ssh … cmd | head` after head left): the
+   * node stops reading the program's stdout, whose writer then gets SIGPIPE,
+   * as under sshd. Ignored with a PTY, as sshd does.
+   */
+  EOW: 0x07,
   STDOUT: 0x11,
   STDERR: 0x12,
   EXIT: 0x13,

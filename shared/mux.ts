@@ -353,6 +353,10 @@ export class Mux {
         }
         const stream = new MuxStream(this, f.stream);
         this.#streams.set(f.stream, stream);
+        // Answer at once: the peer's next frame (the stream's first bytes)
+        // then finds its OPEN acknowledged instead of waiting ~40 ms for a
+        // delayed ACK behind Nagle's algorithm (sockets here lack TCP_NODELAY).
+        this.#send(encodeMux(MuxType.WINDOW, f.stream, new Uint8Array(4)));
         if (this.#handlers.onStream) this.#handlers.onStream(stream, meta as StreamMeta);
         else stream.close();
         return;

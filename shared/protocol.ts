@@ -192,8 +192,10 @@ export type Request =
     history?: boolean;
     cols?: number;
     rows?: number;
+    /** Output credit: see {@link StreamEvent} `ack`. */
+    window?: number;
   }
-  | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean }
+  | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean; window?: number }
   | { op: "info" }
   /** Re-read the relay config (after `cw setup`) and relink. */
   | { op: "relay_reload" }
@@ -222,6 +224,13 @@ export type StreamEvent =
   | { type: "exit"; status: SessionStatus; exitCode: number | null; signal: string | null }
   /** node → client: a finite stream (logs without follow) is complete. */
   | { type: "end" }
+  /**
+   * client → node: `bytes` more output was consumed. A client that asked for
+   * a `window` in its request must acknowledge; the node then never has more
+   * than `window` bytes of output unacknowledged (transports whose receiving
+   * side has no backpressure of its own, such as WebSockets, need this).
+   */
+  | { type: "ack"; bytes: number }
   /** client → node: the terminal has this size. */
   | { type: "resize"; cols: number; rows: number };
 

@@ -31,12 +31,12 @@ export function wsDuplex(ws: WebSocket): Duplex {
   };
   ws.addEventListener("message", (e) => {
     if (!(e.data instanceof ArrayBuffer)) {
-      ws.close(1003, "binary messages only");
+      ws.close(4003, "binary messages only"); // 4xxx: client sockets refuse 1003/1008
       return;
     }
     queue.push(new Uint8Array(e.data));
     queued += e.data.byteLength;
-    if (queued > WS_MAX_QUEUED) ws.close(1008, "receive queue overflow");
+    if (queued > WS_MAX_QUEUED) ws.close(4008, "receive queue overflow");
     notify();
   });
   ws.addEventListener("close", () => {
