@@ -224,11 +224,24 @@ async function readInput(state: Stream, readOnly: boolean): Promise<"detach"> {
   }
 }
 
-/** Tells the node that `bytes` of output were consumed. */
+/** Output is acknowledged in batches of this many bytes (a quarter of the window). */
+const ACK_EVERY = REMOTE_WINDOW / 4;
+const pendingAcks = new WeakMap<FramedConn, number>();
+
+/**
+ * Counts `bytes` of output as consumed and tells the node once a batch is
+ * full. Batching keeps acknowledgements off the keystroke path: a small ack
+ * sent right after each echo would make the next keystroke wait behind it.
+ */
 export function acknowledge(conn: FramedConn, bytes: number): Promise<void> {
-  return conn.sendJson(FrameKind.EVENT, { type: "ack", bytes } satisfies StreamEvent).catch(
-    () => {},
-  );
+  const pending = (pendingAcks.get(conn) ?? 0) + bytes;
+  if (pending < ACK_EVERY) {
+    pendingAcks.set(conn, pending);
+    return Promise.resolve();
+  }
+  pendingAcks.set(conn, 0);
+  return conn.sendJson(FrameKind.EVENT, { type: "ack", bytes: pending } satisfies StreamEvent)
+    .catch(() => {});
 }
 
 function describeEnd(end: End): string {

@@ -70,7 +70,14 @@ export function loadOrCreateHostKey(
     privateKey = Deno.readTextFileSync(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
-    privateKey = utils.generateKeyPairSync("ed25519").private;
+    // about 1 in 256 ed25519 keys from ssh2 come out malformed here (a 31-byte public key)
+    // and would never parse again: save only a key that parses back
+    for (let tries = 1;; tries++) {
+      privateKey = utils.generateKeyPairSync("ed25519").private;
+      const check = utils.parseKey(privateKey);
+      if (!(check instanceof Error) && !Array.isArray(check)) break;
+      if (tries === 10) throw new CwError("internal", "Cannot generate an SSH host key");
+    }
     writeFileAtomic(path, privateKey, 0o600);
   }
   const parsed = utils.parseKey(privateKey);
@@ -107,9 +114,26 @@ export function startSshGateway(
   port: number,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const failures = new RateLimiter(30, 20);
-  const server = new Server({ hostKeys: [deps.hostKey] }, (client: any, info: any) => {
+  const server = new Server({
+    hostKeys: [deps.hostKey],
+    // OpenSSH's client sends eow@openssh.com (`ssh … cmd | head`) only to a server that calls
+    // itself OpenSSH; without it such a pipeline never ends and its program runs on
+    ident: "OpenSSH_9.9 cw-relay",
+    // ssh2's chacha20-poly1305 makes three node:crypto ciphers per packet and never finishes
+    // them: on Deno their native memory grows with every byte sent (~50 MB per GB)
+    algorithms: { cipher: { remove: "chacha20-poly1305@openssh.com" } },
+  }, (client: any, info: any) => {
     const addr: string = info?.ip ?? "unknown";
     client._sock?.setNoDelay?.(true); // without it every round trip waits ~40 ms
+    // ssh2 drops channel requests it does not know: hand OpenSSH's eow@openssh.com to the session
+    const handlers = client._protocol?._handlers;
+    const onRequest = handlers?.CHANNEL_REQUEST;
+    if (onRequest) {
+      handlers.CHANNEL_REQUEST = (...args: any[]) => {
+        if (args[2] === "eow@openssh.com") client._chanMgr?.get(args[1])?.emit?.("eow");
+        else onRequest(...args);
+      };
+    }
     let user = "";
     client.on("authentication", async (ctx: any) => {
       user = ctx.username;
@@ -188,6 +212,7 @@ function session(sess: any, node: string, deps: GatewayDeps): void {
     accept?.();
     ws?.send(encodeDial(Dial.RESIZE, { cols: info.cols, rows: info.rows }));
   });
+  sess.on("eow", () => ws?.send(encodeDial(Dial.EOW)));
   sess.on("signal", (accept: any, _reject: any, info: any) => {
     accept?.();
     ws?.send(encodeDial(Dial.SIGNAL, { signal: String(info.name) }));

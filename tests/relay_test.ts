@@ -51,6 +51,19 @@ function httpClient(certs: TestCerts): Deno.HttpClient & Disposable {
   return Object.assign(client, { [Symbol.dispose]: () => client.close() });
 }
 
+/** `promise`, or a rejection after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A raw response, body read whole (so no body is left open). */
 interface Reply {
   status: number;
@@ -387,13 +400,16 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
   await alpha.ok(["kv", "set", "persist", "v1"]);
   const port = relay.port;
   const down = performance.now();
+  const watchEnded = watcher.exited().then((r) => ({ ...r, ms: performance.now() - down }));
   const stopped = await relay.stop();
   const stopMs = performance.now() - down;
   assert.equal(stopped.code, 0, stopped.output);
   assert.match(stopped.output, /shutting down/);
-  // an open watch neither holds the shutdown nor ends without a word
-  assert.ok(stopMs < 2000, `graceful stop took ${Math.round(stopMs)} ms`);
-  const watchEnd = await watcher.exited();
+  // (bounded by the relay's own cap; see the report on rare 3 s stops under load)
+  assert.ok(stopMs < 5000, `graceful stop took ${Math.round(stopMs)} ms`);
+  // an open watch is ended at once, with a word, rather than cut when the process exits
+  const watchEnd = await watchEnded;
+  assert.ok(watchEnd.ms < 2000, `the watch ended ${Math.round(watchEnd.ms)} ms after SIGTERM`);
   assert.equal(watchEnd.code, 1, watchEnd.stderr);
   assert.match(watchEnd.stderr, /relay ended this watch/);
   for (const line of watcher.lines) assert.equal(JSON.parse(line).type, "set", line);
@@ -406,7 +422,8 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
   );
   const gracefulMs = performance.now() - up;
   console.log(
-    `graceful stop: ${Math.round(stopMs)} ms; reconnect: ${Math.round(gracefulMs)} ms after ` +
+    `graceful stop: ${Math.round(stopMs)} ms (watch ended after ${Math.round(watchEnd.ms)} ms); ` +
+      `reconnect: ${Math.round(gracefulMs)} ms after ` +
       `the relay listened (${Math.round(performance.now() - down)} ms after stop began)`,
   );
   assert.ok(gracefulMs <= 3000, `nodes took ${Math.round(gracefulMs)} ms to come back`);
@@ -685,13 +702,17 @@ Deno.test("relay: auth matrix, bad input and per-address rate limits (behind a t
     const tryOpen = async (headers: Record<string, string>) => {
       const ws = new WebSocket(url, { headers, client } as unknown as string[]);
       const closed = new Promise((resolve) => ws.addEventListener("close", resolve));
-      const opened = await new Promise<boolean>((resolve) => {
-        ws.addEventListener("open", () => resolve(true));
-        ws.addEventListener("error", () => resolve(false));
-        ws.addEventListener("close", () => resolve(false));
-      });
+      const opened = await within(
+        new Promise<boolean>((resolve) => {
+          ws.addEventListener("open", () => resolve(true));
+          ws.addEventListener("error", () => resolve(false));
+          ws.addEventListener("close", () => resolve(false));
+        }),
+        10_000,
+        "a WebSocket upgrade to settle",
+      );
       ws.close();
-      await closed;
+      await within(closed, 10_000, "a WebSocket to close");
       return opened;
     };
     const auth = { authorization: `Bearer ${goodCredential}` };
@@ -957,7 +978,8 @@ Deno.test("relay: a raced 1-use invite registers one node; cw kv end to end", as
   // the same race, tighter, with raw requests
   const shared = await invite(relay, client, 1);
   const raced = await Promise.all(
-    Array.from({ length: 6 }, (_, i) => register(relay, client, `racer${i}`, shared)),
+    // (few: registrations from one address are rate-limited, burst 10)
+    Array.from({ length: 4 }, (_, i) => register(relay, client, `racer${i}`, shared)),
   );
   assert.equal(raced.filter((r) => r.status === 201).length, 1, raced.map((r) => r.text).join());
   for (const r of raced.filter((r) => r.status !== 201)) {
@@ -1002,13 +1024,16 @@ Deno.test("relay: a raced 1-use invite registers one node; cw kv end to end", as
 
   // TTL expiry
   await home.ok(["kv", "set", "temp", "soon-gone", "--ttl", "1s"]);
-  const ttlEntry = JSON.parse(await home.ok(["kv", "list", "temp", "--json"])) as {
-    expiresAt: string | null;
-  }[];
-  if (ttlEntry.length === 1) assert.ok(ttlEntry[0].expiresAt !== null);
+  // (read at once, by raw HTTP: a second is short for another cw process on a busy machine)
+  const live = await call(relay, client, "GET", "/api/v1/kv/default/temp", {
+    token: credentialOf(home),
+  });
+  assert.equal(live.status, 200, live.text);
+  assert.equal(live.text, "soon-gone");
+  assert.ok(!Number.isNaN(Date.parse(live.headers.get("x-expires-at") ?? "")));
   await waitFor("the TTL key to expire", async () => {
     const r = await home.run(["kv", "get", "temp"]);
-    return r.code === 1;
+    return r.code === 1 && /no key "temp"/.test(r.stderr);
   }, 10_000);
 
   // compare-and-set
