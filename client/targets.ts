@@ -9,7 +9,7 @@ import { CwError } from "../shared/errors.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
-import type { Duplex } from "../shared/duplex.ts";
+import { connectWebSocket } from "../shared/ws_client.ts";
 import { localDialer } from "./local.ts";
 import { type Dialer, NodeClient } from "./node_client.ts";
 
@@ -69,77 +69,18 @@ export function saveServers(home: string, servers: ServerEntry[]): void {
 
 /** Opens a WebSocket with a bearer token, as a duplex, failing clearly. */
 function wsDialer(url: URL, token: string, caCert: string | null, what: string): Dialer {
-  return () =>
-    new Promise<Duplex>((resolve, reject) => {
-      const client = caCert ? Deno.createHttpClient({ caCerts: [caCert] }) : undefined;
-      let ws: WebSocket;
-      try {
-        ws = new WebSocket(
-          url,
-          { headers: { authorization: `Bearer ${token}` }, client } as unknown as string[],
-        );
-      } catch (err) {
-        client?.close();
-        reject(
-          new CwError("node_unavailable", `Cannot connect to ${what}: ${(err as Error).message}`),
-        );
-        return;
-      }
-      const timer = setTimeout(() => ws.close(), 10_000);
-      ws.addEventListener("open", () => {
-        clearTimeout(timer);
-        const duplex = wsDuplex(ws);
-        resolve({
-          readable: duplex.readable,
-          writable: duplex.writable,
-          close() {
-            duplex.close();
-            client?.close();
-          },
-        });
-      }, { once: true });
-      const fail = async (why: string) => {
-        clearTimeout(timer);
-        const refused = await refusal(url, token, client);
-        client?.close();
-        reject(
-          refused
-            ? new CwError(refused.code, `Cannot connect to ${what}: ${refused.message}`)
-            : new CwError("node_unavailable", `Cannot connect to ${what}: ${why}`),
-        );
-      };
-      ws.addEventListener("error", (e) => void fail((e as ErrorEvent).message || "refused"), {
-        once: true,
+  return async () => {
+    try {
+      const ws = await connectWebSocket(url, {
+        headers: { authorization: `Bearer ${token}` },
+        caCerts: caCert ? [caCert] : undefined,
       });
-    });
-}
-
-/**
- * Why a server refused a WebSocket upgrade, when it says so over plain HTTP:
- * a failed upgrade (over HTTP/2 above all) hides the status and the JSON
- * error, so ask once more without upgrading. Null when it gives no reason.
- */
-async function refusal(
-  url: URL,
-  token: string,
-  client: Deno.HttpClient | undefined,
-): Promise<CwError | null> {
-  const http = new URL(url);
-  http.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  try {
-    const res = await fetch(http, {
-      headers: { authorization: `Bearer ${token}` },
-      client,
-      signal: AbortSignal.timeout(5000),
-    } as RequestInit);
-    const body = await res.json().catch(() => null);
-    const error = body?.error;
-    // 400 is "expected a WebSocket upgrade": the credential passed
-    if (res.ok || res.status === 400 || typeof error?.message !== "string") return null;
-    return new CwError(error.code ?? "internal", `${error.message} (HTTP ${res.status})`);
-  } catch {
-    return null;
-  }
+      return wsDuplex(ws as unknown as WebSocket);
+    } catch (err) {
+      const e = err as CwError;
+      throw new CwError(e.code ?? "node_unavailable", `Cannot connect to ${what}: ${e.message}`);
+    }
+  };
 }
 
 /** Picks clients for a command's targets. */

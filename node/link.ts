@@ -1,6 +1,7 @@
 import type { Logger } from "../shared/logger.ts";
 import { Mux } from "../shared/mux.ts";
-import { type RelayConfig, relayHttpClient } from "../shared/relay_config.ts";
+import type { RelayConfig } from "../shared/relay_config.ts";
+import { connectWebSocket } from "../shared/ws_client.ts";
 import { VERSION } from "../shared/version.ts";
 import type { Duplex } from "../shared/duplex.ts";
 
@@ -53,14 +54,12 @@ export class RelayLink {
   #abort = new AbortController();
   #mux: Mux | null = null;
   #status: LinkStatus;
-  #client: Deno.HttpClient | undefined;
   #done: Promise<void>;
 
   /** Starts linking at once. */
   constructor(config: RelayConfig, host: LinkHost) {
     this.#config = config;
     this.#host = host;
-    this.#client = relayHttpClient(config);
     this.#status = {
       url: config.url,
       name: config.name,
@@ -82,7 +81,6 @@ export class RelayLink {
     this.#abort.abort();
     this.#mux?.close("node stopping");
     await this.#done;
-    this.#client?.close();
     this.#set("stopped", null);
   }
 
@@ -130,35 +128,29 @@ export class RelayLink {
   #connectOnce(
     signal: AbortSignal,
   ): Promise<{ connected: boolean; restarting: boolean; error: string }> {
+    const url = new URL("/node/connect", this.#config.url);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const opening = connectWebSocket(url, {
+      headers: { authorization: `Bearer ${this.#config.credential}` },
+      caCerts: this.#config.caCert ? [this.#config.caCert] : undefined,
+      timeoutMs: CONNECT_TIMEOUT_MS,
+    });
     return new Promise((resolve) => {
-      const url = new URL("/node/connect", this.#config.url);
-      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-      let ws: WebSocket;
-      try {
-        ws = new WebSocket(url, {
-          headers: { authorization: `Bearer ${this.#config.credential}` },
-          client: this.#client,
-        } as unknown as string[]);
-      } catch (err) {
-        resolve({ connected: false, restarting: false, error: String(err) });
-        return;
-      }
       let connected = false;
       let restarting = false;
-      let restartingSince = 0;
-      const timer = setTimeout(() => {
-        if (!connected) ws.close();
-      }, CONNECT_TIMEOUT_MS);
-      const onAbort = () => ws.close();
-      signal.addEventListener("abort", onAbort, { once: true });
+      let onAbort = () => {};
       const finish = (error: string) => {
-        clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         resolve({ connected, restarting, error });
       };
-      ws.addEventListener("open", () => {
+      opening.then((ws) => {
+        onAbort = () => ws.close();
+        signal.addEventListener("abort", onAbort, { once: true });
+        if (signal.aborted) ws.close();
+        open(ws as unknown as WebSocket);
+      }, (err) => finish((err as Error).message));
+      const open = (ws: WebSocket) => {
         connected = true;
-        clearTimeout(timer);
         this.#set("connected", null);
         this.#host.logger.info(
           `relay link: connected to ${this.#config.url} as ${this.#config.name}`,
@@ -189,13 +181,7 @@ export class RelayLink {
           mux.control({ type: "status", version: VERSION, sessions: this.#host.sessions() });
         report();
         timers.status = setInterval(report, STATUS_INTERVAL_MS);
-      });
-      ws.addEventListener("error", (e) => {
-        if (!connected) finish((e as ErrorEvent).message ?? "connection failed");
-      });
-      ws.addEventListener("close", (e) => {
-        if (!connected) finish(`closed before open (${e.code})`);
-      });
+      };
     });
   }
 }
