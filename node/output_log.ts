@@ -32,12 +32,17 @@ export class OutputLog {
     this.#size = this.#file.statSync().size;
   }
 
-  /** Appends bytes, rotating first when the live file is full. */
+  /** Appends bytes, rotating whenever the live file reaches half the cap. */
   append(data: Uint8Array): void {
-    if (this.#size >= this.#half) this.#rotate();
-    let written = 0;
-    while (written < data.byteLength) written += this.#file.writeSync(data.subarray(written));
-    this.#size += data.byteLength;
+    let off = 0;
+    while (off < data.byteLength) {
+      if (this.#size >= this.#half) this.#rotate();
+      // a big chunk is split so that no file outgrows half the cap
+      const start = off;
+      const end = Math.min(data.byteLength, off + this.#half - this.#size);
+      while (off < end) off += this.#file.writeSync(data.subarray(off, end));
+      this.#size += end - start;
+    }
   }
 
   /** Closes the file. */
