@@ -221,23 +221,29 @@ export class SessionService {
     // The log is written synchronously with the ring, so the files' sizes now
     // end exactly at ring.end: disk up to there, then the ring, nothing twice.
     const reader = new LogReader(s.dir);
-    const liveFrom = s.ring.end;
+    // a follower holds its place in the ring from now on, so output made
+    // while the disk part is sent is still there afterwards
+    const viewer = req.follow ? s.follow(s.ring.end, false) : null;
     try {
-      const start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
-      await conn.sendJson(FrameKind.RESPONSE, { session: s.info() });
-      for await (const block of reader.stream(start)) {
-        if (!(await credit.take(block.byteLength))) return;
-        await conn.sendData(block);
+      try {
+        const start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
+        await conn.sendJson(FrameKind.RESPONSE, { session: s.info() });
+        for await (const block of reader.stream(start)) {
+          if (!(await credit.take(block.byteLength))) return;
+          await conn.sendData(block);
+        }
+      } finally {
+        reader.close();
       }
+      if (!viewer) {
+        await sendEvent(conn, { type: "end" });
+        return;
+      }
+      await Promise.race([pumpFrom(conn, s, viewer, stop.signal, credit), input]);
     } finally {
-      reader.close();
+      viewer?.leave();
+      stop.abort();
     }
-    if (!req.follow) {
-      await sendEvent(conn, { type: "end" });
-      return;
-    }
-    await Promise.race([pump(conn, s, liveFrom, stop.signal, false, credit), input]);
-    stop.abort();
   }
 }
 
