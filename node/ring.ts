@@ -88,25 +88,36 @@ export class ByteRing {
     this.#end += src.byteLength;
   }
 
+  /** Bytes readable from `offset` (at most `max`). */
+  available(offset: number, max: number): number {
+    return Math.max(0, Math.min(max, this.#end - offset));
+  }
+
   /**
    * Copies up to `max` bytes starting at absolute `offset` into a new array.
    * Throws RangeError when `offset` is outside [start, end].
    */
   read(offset: number, max: number): Uint8Array {
-    if (offset < this.start || offset > this.#end) {
+    const out = new Uint8Array(this.available(offset, max));
+    this.readInto(offset, out);
+    return out;
+  }
+
+  /** Fills `out` with the bytes at absolute `offset`; throws RangeError outside [start, end]. */
+  readInto(offset: number, out: Uint8Array): void {
+    const len = out.byteLength;
+    if (offset < this.start || offset + len > this.#end) {
       throw new RangeError(`Offset ${offset} is outside the ring [${this.start}, ${this.#end}]`);
     }
-    const len = Math.min(max, this.#end - offset);
     if (!this.#circular) {
       const at = offset - this.start;
-      return this.#buf.slice(at, at + len);
+      out.set(this.#buf.subarray(at, at + len));
+      return;
     }
-    const out = new Uint8Array(len);
     const cap = this.#cap;
     const at = offset % cap;
     const first = Math.min(len, cap - at);
     out.set(this.#buf.subarray(at, at + first));
     if (first < len) out.set(this.#buf.subarray(0, len - first), first);
-    return out;
   }
 }

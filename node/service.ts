@@ -3,9 +3,10 @@ import { CwError } from "../shared/errors.ts";
 import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
 import {
   DATA_CHUNK,
-  encodeFrame,
   type Frame,
   FrameKind,
+  frameWithRoom,
+  HEADER_SIZE,
   ProtocolError,
   type Request,
   type SessionInfo,
@@ -324,10 +325,17 @@ async function pumpFrom(
       continue;
     }
     if (pos < s.ring.end) {
-      const chunk = s.ring.read(pos, DATA_CHUNK);
-      if (credit && !(await credit.take(chunk.byteLength))) return;
-      await conn.send(encodeFrame(FrameKind.DATA, chunk));
-      viewer.advance(pos + chunk.byteLength);
+      // one copy, straight from the ring into the frame
+      const len = s.ring.available(pos, DATA_CHUNK);
+      if (credit && !(await credit.take(len))) return;
+      if (pos < s.ring.start) {
+        credit?.ack(len); // the ring moved on while waiting: nothing was sent
+        continue;
+      }
+      const frame = frameWithRoom(FrameKind.DATA, len);
+      s.ring.readInto(pos, frame.subarray(HEADER_SIZE));
+      await conn.send(frame);
+      viewer.advance(pos + len);
       continue;
     }
     if (!s.running) {

@@ -262,6 +262,14 @@ export function encodeFrame(kind: FrameKind, payload: Uint8Array): Uint8Array {
   return out;
 }
 
+/** The header of a frame whose payload of `len` bytes the caller writes at {@link HEADER_SIZE}. */
+export function frameWithRoom(kind: FrameKind, len: number): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE + len);
+  new DataView(out.buffer).setUint32(0, len);
+  out[4] = kind;
+  return out;
+}
+
 /** Encodes a JSON frame. */
 export function encodeJson(kind: FrameKind, value: unknown): Uint8Array {
   return encodeFrame(kind, encoder.encode(JSON.stringify(value)));
@@ -293,7 +301,8 @@ export class FrameDecoder {
       const kind = view.getUint8(4);
       checkHeader(kind, len);
       if (this.#buf.byteLength - pos < HEADER_SIZE + len) break;
-      const payload = this.#buf.slice(pos + HEADER_SIZE, pos + HEADER_SIZE + len);
+      // a view, not a copy: pushed chunks are never written to afterwards
+      const payload = this.#buf.subarray(pos + HEADER_SIZE, pos + HEADER_SIZE + len);
       frames.push(decodePayload(kind as FrameKind, payload));
       pos += HEADER_SIZE + len;
     }
