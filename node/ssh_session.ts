@@ -10,7 +10,8 @@ import {
   encodeDial,
 } from "../shared/dialback.ts";
 import type { Logger } from "../shared/logger.ts";
-import { type RelayConfig, relayHttpClient } from "../shared/relay_config.ts";
+import type { RelayConfig } from "../shared/relay_config.ts";
+import { type ClientWebSocket, connectWebSocket } from "../shared/ws_client.ts";
 import { parseSignal, signalName } from "../shared/signals.ts";
 import type { PtyHost } from "./pty_host.ts";
 
@@ -30,25 +31,21 @@ export async function runDialback(
 ): Promise<void> {
   const url = new URL("/node/dialback", config.url);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const client = relayHttpClient(config);
-  const ws = new WebSocket(url, {
-    headers: { authorization: `Bearer ${config.credential}`, "x-cw-ticket": ticket },
-    client,
-  } as unknown as string[]);
-  ws.binaryType = "arraybuffer";
+  let ws: ClientWebSocket;
   try {
-    await new Promise<void>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(), { once: true });
-      ws.addEventListener("error", () => reject(new Error("dial-back refused")), { once: true });
+    // our client, not the built-in one: TCP_NODELAY, so output does not wait ~40 ms for ACKs
+    ws = await connectWebSocket(url, {
+      headers: { authorization: `Bearer ${config.credential}`, "x-cw-ticket": ticket },
+      caCerts: config.caCert ? [config.caCert] : undefined,
     });
-    await serve(ws, pty, logger);
   } catch (err) {
     logger.warn(`ssh dial-back failed: ${(err as Error).message}`);
+    return;
+  }
+  try {
+    await serve(ws, pty, logger);
   } finally {
-    try {
-      ws.close();
-    } catch { /* closed */ }
-    client?.close();
+    ws.close();
   }
 }
 
@@ -56,6 +53,8 @@ export async function runDialback(
 interface Program {
   stdin(data: Uint8Array): void;
   eof(): void;
+  /** The client takes no more stdout. */
+  eow(): void;
   resize(cols: number, rows: number): void;
   signal(sig: Deno.Signal): void;
   /** Output flow: pause or resume reading the program. */
@@ -63,37 +62,59 @@ interface Program {
   kill(): void;
 }
 
-function serve(ws: WebSocket, pty: PtyHost, logger: Logger): Promise<void> {
+function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void> {
   return new Promise((resolve) => {
     let program: Program | null = null;
     let unacked = 0;
     let paused = false;
     let waiters: (() => void)[] = [];
     let closed = false;
+    /** Output beyond the window, sent as ACKs come (bounded: the program is paused meanwhile). */
+    const queue: { type: number; data: Uint8Array }[] = [];
+    let exitStatus: { code: number | null; signal: string | null } | null = null;
     const send = (msg: Uint8Array) => {
       if (!closed) ws.send(msg);
     };
-    /** Sends output, counting it against the window. */
-    const output = (type: number, data: Uint8Array) => {
-      for (let i = 0; i < data.byteLength; i += DIALBACK_MAX_CHUNK) {
-        const part = data.subarray(i, i + DIALBACK_MAX_CHUNK);
-        send(encodeDial(type, part));
+    /**
+     * Sends queued output while the window allows; pauses the program while
+     * some waits. Sending on each ACK at once also matters for latency: the
+     * node's data carries the TCP ACK the relay's next small write waits for.
+     */
+    const pump = () => {
+      while (queue.length && unacked < DIALBACK_WINDOW) {
+        const head = queue[0];
+        const part = head.data.subarray(0, DIALBACK_MAX_CHUNK);
+        send(encodeDial(head.type, part));
         unacked += part.byteLength;
+        if (part.byteLength === head.data.byteLength) queue.shift();
+        else head.data = head.data.subarray(part.byteLength);
       }
-      if (unacked >= DIALBACK_WINDOW && !paused) {
-        paused = true;
-        program?.flow(true);
+      const full = queue.length > 0;
+      if (full !== paused) {
+        paused = full;
+        program?.flow(full);
+      }
+      if (full) return;
+      waiters.forEach((w) => w());
+      waiters = [];
+      if (exitStatus) {
+        send(encodeDial(Dial.EXIT, exitStatus));
+        closed = true;
+        ws.close(1000);
       }
     };
-    /** Resolves when there is room in the window (pipes wait here). */
+    /** Sends output, counting it against the window. */
+    const output = (type: number, data: Uint8Array) => {
+      queue.push({ type, data });
+      pump();
+    };
+    /** Resolves when the output so far has gone out (pipes wait here). */
     const room = () =>
-      unacked < DIALBACK_WINDOW || closed
-        ? Promise.resolve()
-        : new Promise<void>((r) => waiters.push(r));
+      !paused || closed ? Promise.resolve() : new Promise<void>((r) => waiters.push(r));
+    /** The program ended: EXIT follows the output still queued. */
     const exit = (code: number | null, signal: string | null) => {
-      send(encodeDial(Dial.EXIT, { code, signal }));
-      closed = true;
-      ws.close(1000);
+      exitStatus ??= { code, signal };
+      pump();
     };
 
     ws.addEventListener("close", () => {
@@ -104,9 +125,10 @@ function serve(ws: WebSocket, pty: PtyHost, logger: Logger): Promise<void> {
       resolve();
     });
     ws.addEventListener("message", (e) => {
-      if (!(e.data instanceof ArrayBuffer)) return;
+      const data = (e as MessageEvent).data;
+      if (!(data instanceof ArrayBuffer)) return;
       try {
-        const { type, payload } = decodeDial(new Uint8Array(e.data));
+        const { type, payload } = decodeDial(new Uint8Array(data));
         switch (type) {
           case Dial.START:
             if (program) throw new RangeError("START twice");
@@ -125,6 +147,9 @@ function serve(ws: WebSocket, pty: PtyHost, logger: Logger): Promise<void> {
           case Dial.EOF:
             program?.eof();
             break;
+          case Dial.EOW:
+            program?.eow();
+            break;
           case Dial.RESIZE: {
             const { cols, rows } = dialJson(payload);
             if (Number.isInteger(cols) && Number.isInteger(rows)) {
@@ -137,19 +162,12 @@ function serve(ws: WebSocket, pty: PtyHost, logger: Logger): Promise<void> {
             break;
           case Dial.ACK:
             unacked = Math.max(0, unacked - dialCount(payload));
-            if (unacked < DIALBACK_WINDOW) {
-              waiters.forEach((w) => w());
-              waiters = [];
-              if (paused && unacked < DIALBACK_WINDOW / 2) {
-                paused = false;
-                program?.flow(false);
-              }
-            }
+            pump();
             break;
         }
       } catch (err) {
         logger.warn(`ssh dial-back: bad message: ${(err as Error).message}`);
-        ws.close(1008, "bad message");
+        ws.close(4008, "bad message"); // a client socket may not send 1008
       }
     });
   });
@@ -188,6 +206,7 @@ function start(
     env.TERM = req.pty.term || "xterm-256color";
     const id = nextPtyId++;
     let pid = 0;
+    let killed = false;
     pty.spawn(id, {
       file: shell,
       args,
@@ -198,7 +217,10 @@ function start(
     }, {
       onData: (data) => output(Dial.STDOUT, data),
       onExit: (code, sig) => exit(sig ? null : code, sig ? signalName(sig) : null),
-    }).then((p) => pid = p).catch((err) => {
+    }).then((p) => {
+      pid = p;
+      if (killed) tryKill(-pid, "SIGHUP"); // the client left while it started
+    }).catch((err) => {
       output(
         Dial.STDERR,
         new TextEncoder().encode(`cw: cannot start ${shell}: ${err.message}\r\n`),
@@ -208,10 +230,14 @@ function start(
     return {
       stdin: (data) => pty.write(id, data),
       eof: () => {},
+      eow: () => {}, // as sshd: a terminal has one stream for both ways
       resize: (cols, rows) => pty.resize(id, cols, rows),
       signal: (sig) => pid && tryKill(-pid, sig),
       flow: (paused) => pty.setPaused(id, paused),
-      kill: () => pid && tryKill(-pid, "SIGHUP"),
+      kill: () => {
+        killed = true;
+        if (pid) tryKill(-pid, "SIGHUP");
+      },
     };
   }
   // no terminal: pipes, stdout and stderr kept apart
@@ -222,18 +248,27 @@ function start(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
+    // a group of its own, so that a client that leaves takes the whole pipeline with it
+    detached: true,
   })
     .spawn();
   const stdin = child.stdin.getWriter();
-  const pumpOut = async (stream: ReadableStream<Uint8Array>, type: number) => {
-    for await (const chunk of stream) {
-      output(type, chunk);
+  const stdout = child.stdout.getReader();
+  const stderr = child.stderr.getReader();
+  let gone = false;
+  const pumpOut = async (reader: ReadableStreamDefaultReader<Uint8Array>, type: number) => {
+    while (!gone) {
+      const { value, done } = await reader.read();
+      if (done || gone) break;
+      output(type, value);
       await room(); // a client that stops reading stops this pipe
     }
+    // closes the pipe: a writer still there gets SIGPIPE, as under sshd
+    await reader.cancel().catch(() => {});
   };
   Promise.all([
-    pumpOut(child.stdout, Dial.STDOUT),
-    pumpOut(child.stderr, Dial.STDERR),
+    pumpOut(stdout, Dial.STDOUT),
+    pumpOut(stderr, Dial.STDERR),
     child.status,
   ])
     .then(([, , status]) => exit(status.signal ? null : status.code, status.signal ?? null))
@@ -244,10 +279,16 @@ function start(
   return {
     stdin: (data) => void stdin.write(data).catch(() => {}),
     eof: () => void stdin.close().catch(() => {}),
+    eow: () => void stdout.cancel().catch(() => {}),
     resize: () => {},
     signal: (sig) => tryKill(child.pid, sig),
     flow: () => {}, // pipes wait for room instead
-    kill: () => tryKill(child.pid, "SIGHUP"),
+    kill: () => {
+      gone = true;
+      tryKill(-child.pid, "SIGHUP");
+      void stdout.cancel().catch(() => {});
+      void stderr.cancel().catch(() => {});
+    },
   };
 }
 

@@ -20,6 +20,7 @@ import {
   allowedEnv,
   decodeDial,
   Dial,
+  DIALBACK_ACK_BATCH,
   DIALBACK_MAX_CHUNK,
   type DialbackStart,
   dialJson,
@@ -247,7 +248,14 @@ async function bridge(
   ws.binaryType = "arraybuffer";
   ws.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
   let pendingAck = 0;
-  const ack = (n: number) => ws.readyState === WebSocket.OPEN && ws.send(encodeDial(Dial.ACK, n));
+  let taken = 0;
+  /** Counts bytes the channel took; acknowledges them in batches (DIALBACK_ACK_BATCH). */
+  const ack = (n: number) => {
+    taken += n;
+    if (taken < DIALBACK_ACK_BATCH || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(encodeDial(Dial.ACK, taken));
+    taken = 0;
+  };
   channel.on("drain", () => {
     if (pendingAck > 0) ack(pendingAck);
     pendingAck = 0;

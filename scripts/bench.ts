@@ -1,6 +1,6 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote]`), in
- * three parts, each printing a table with PASS/MISS per target and writing its
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh]`),
+ * in four parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
  * - standalone (this file): keystroke echo and output throughput through
@@ -12,6 +12,9 @@
  *   round trips over HTTPS beside Deno KV in-process;
  * - remote (bench/remote.ts): `cw attach dev-1:N` and `cw list dev-1` through
  *   a loopback relay, beside the local commands.
+ * - ssh (bench/ssh.ts): `ssh dev-1@relay` through the SSH gateway beside a
+ *   real OpenSSH sshd on loopback: connect, keystroke echo, `cat` throughput
+ *   with and without a PTY.
  *
  * All on this machine, in one run. It is a report, not a test: a MISS does
  * not fail the run; an error does.
@@ -51,6 +54,7 @@ import {
 } from "./bench/common.ts";
 import { DEFAULT_NODES, runRelayBench } from "./bench/relay.ts";
 import { runRemoteBench } from "./bench/remote.ts";
+import { runSshBench } from "./bench/ssh.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -481,7 +485,7 @@ async function runStandalone(): Promise<void> {
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
 }
 
-const PARTS = ["standalone", "relay", "remote"] as const;
+const PARTS = ["standalone", "relay", "remote", "ssh"] as const;
 
 async function main(args: string[]): Promise<number> {
   let values;
@@ -508,6 +512,7 @@ async function main(args: string[]): Promise<number> {
     standalone: runStandalone,
     relay: () => runRelayBench(nodes),
     remote: runRemoteBench,
+    ssh: runSshBench,
   };
   for (const part of PARTS) {
     if (only !== "all" && only !== part) continue;

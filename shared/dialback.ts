@@ -46,6 +46,13 @@
 export const TICKET_TTL_MS = 10_000;
 /** Unacknowledged output bytes allowed in flight. */
 export const DIALBACK_WINDOW = 256 * 1024;
+/**
+ * The relay acknowledges output in batches of at least this many bytes (well
+ * under the window). An ACK for each small output would be a second small
+ * write in a row before the next keystroke, which Nagle's algorithm holds
+ * until the node's delayed ACK: ~40 ms on every keystroke.
+ */
+export const DIALBACK_ACK_BATCH = 64 * 1024;
 /** Largest output or input message. */
 export const DIALBACK_MAX_CHUNK = 64 * 1024;
 

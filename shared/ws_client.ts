@@ -195,20 +195,26 @@ export class ClientWebSocket extends EventTarget {
   #write(opcode: number, payload: Uint8Array): void {
     const len = payload.byteLength;
     const header = len < 126 ? 2 : len < 65536 ? 4 : 10;
-    const frame = new Uint8Array(header + 4 + len);
+    // the body starts 4-byte aligned in its buffer, so that it is masked a word at a time
+    const pad = (4 - ((header + 4) & 3)) & 3;
+    const frame = new Uint8Array(new ArrayBuffer(pad + header + 4 + len), pad);
     frame[0] = 0x80 | opcode;
     if (len < 126) frame[1] = 0x80 | len;
     else if (len < 65536) {
       frame[1] = 0x80 | 126;
-      new DataView(frame.buffer).setUint16(2, len);
+      new DataView(frame.buffer, pad).setUint16(2, len);
     } else {
       frame[1] = 0x80 | 127;
-      new DataView(frame.buffer).setBigUint64(2, BigInt(len));
+      new DataView(frame.buffer, pad).setBigUint64(2, BigInt(len));
     }
     const mask = crypto.getRandomValues(new Uint8Array(4));
     frame.set(mask, header);
     const body = frame.subarray(header + 4);
-    for (let i = 0; i < len; i++) body[i] = payload[i] ^ mask[i & 3];
+    body.set(payload);
+    const words = new Uint32Array(frame.buffer, pad + header + 4, len >>> 2);
+    const mask32 = new Uint32Array(mask.buffer)[0]; // same byte order as the words
+    for (let i = 0; i < words.length; i++) words[i] ^= mask32;
+    for (let i = words.length * 4; i < len; i++) body[i] ^= mask[i & 3];
     this.#queued += frame.byteLength;
     this.#writing = this.#writing.then(async () => {
       try {
