@@ -210,7 +210,7 @@ class Daemon {
 
   async #accept(listener: Deno.UnixListener, service: SessionService): Promise<void> {
     try {
-      for await (const conn of listener) void service.serve(conn);
+      for await (const conn of listener) void service.serve(conn, { local: true });
     } catch (err) {
       if (!this.#shutdown) this.#logger.error(`listener failed: ${err}`);
     }

@@ -50,8 +50,13 @@ export class SessionService {
     this.#host = host;
   }
 
-  /** Serves one connection to its end; never throws. */
-  async serve(duplex: Duplex): Promise<void> {
+  /**
+   * Serves one connection to its end; never throws. `local` says the peer is
+   * on this machine (the unix socket): only a local writable attach paces a
+   * burst of output so that it sees every byte; a remote client, however
+   * slow, never slows the program (it is told what it skipped).
+   */
+  async serve(duplex: Duplex, opts: { local?: boolean } = {}): Promise<void> {
     const conn = new FramedConn(duplex);
     try {
       const hello = await withTimeout(conn.next(), HANDSHAKE_TIMEOUT_MS, "handshake");
@@ -62,7 +67,7 @@ export class SessionService {
       if (frame.kind !== FrameKind.REQUEST) {
         throw new CwError("protocol_error", `Expected a REQUEST frame, got kind ${frame.kind}`);
       }
-      await this.#dispatch(conn, parseRequest(frame.value));
+      await this.#dispatch(conn, parseRequest(frame.value), opts.local === true);
     } catch (err) {
       if (err instanceof CwError || err instanceof ProtocolError) {
         await conn.sendError(err.code, err.message);
@@ -75,7 +80,7 @@ export class SessionService {
     }
   }
 
-  async #dispatch(conn: FramedConn, req: Request): Promise<void> {
+  async #dispatch(conn: FramedConn, req: Request, local: boolean): Promise<void> {
     const m = this.#host.manager;
     const respond = (value: unknown) => conn.sendJson(FrameKind.RESPONSE, value);
     switch (req.op) {
@@ -126,7 +131,7 @@ export class SessionService {
       case "wait":
         return await this.#wait(conn, req);
       case "attach":
-        return await this.#attach(conn, req);
+        return await this.#attach(conn, req, local);
       case "logs":
         return await this.#logs(conn, req);
       case "info":
@@ -162,7 +167,11 @@ export class SessionService {
     });
   }
 
-  async #attach(conn: FramedConn, req: Extract<Request, { op: "attach" }>): Promise<void> {
+  async #attach(
+    conn: FramedConn,
+    req: Extract<Request, { op: "attach" }>,
+    local: boolean,
+  ): Promise<void> {
     const m = this.#host.manager;
     const s = m.resolve(req.session);
     if (!s.running) {
@@ -201,7 +210,7 @@ export class SessionService {
         } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
       }
     })().finally(() => stop.abort());
-    await Promise.race([pump(conn, s, from, stop.signal, !readOnly, credit), input]);
+    await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
     stop.abort();
   }
 

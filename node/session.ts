@@ -118,11 +118,11 @@ export class Session {
 
   /**
    * Pauses the PTY while every active interactive viewer is more than half a
-   * ring behind, so a terminal that reads as fast as it can sees every byte
-   * (no cut escape sequences), as with a local terminal. A viewer that makes
+   * ring behind, so a local terminal that reads as fast as it can sees every
+   * byte (no cut escape sequences). A viewer that makes
    * no progress for {@link STALL_MS} stops counting: it is told what it
-   * skipped and cannot freeze the session. Read-only viewers and log
-   * followers never slow the program.
+   * skipped and cannot freeze the session. Read-only viewers, log followers
+   * and remote clients never slow the program.
    */
   #checkFlow(): void {
     if (!this.#flow) return;
