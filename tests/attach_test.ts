@@ -77,28 +77,6 @@ async function startPane(
   await tmux.waitFor(name, "pane$");
 }
 
-/** Types a line and presses Enter. */
-async function typeLine(tmux: Tmux, target: string, line: string): Promise<void> {
-  await tmux.keys(target, [line], true);
-  await tmux.keys(target, ["Enter"]);
-}
-
-/** Clears a pane's screen (from its own shell) so later checks see only new output. */
-async function clearPane(tmux: Tmux, target: string): Promise<void> {
-  await typeLine(tmux, target, "clear");
-  await waitFor(`pane ${target} to clear`, async () => {
-    const lines = (await tmux.capture(target)).split("\n").filter((l) => l.trim() !== "");
-    return lines.length === 1 && lines[0].startsWith("pane$");
-  });
-  await tmux.cmd("clear-history", "-t", target);
-}
-
-/** The pane's size as tmux reports it: "ROWS COLS", the way `stty size` prints it. */
-async function paneSize(tmux: Tmux, target: string): Promise<string> {
-  return (await tmux.cmd("display-message", "-p", "-t", target, "#{pane_height} #{pane_width}"))
-    .trim();
-}
-
 // ------------------------------------------------------------ protocol side
 
 /** A protocol client for `home`'s node; never starts one. */
@@ -223,24 +201,24 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
   await waitForLog(home, id, "sess$ ");
 
   await startPane(tmux, home, "t");
-  await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
   await tmux.waitFor("t", "sess$");
 
   // typing reaches the session, its output reaches the terminal
-  await typeLine(tmux, "t", "echo hello-$((6*7))");
+  await tmux.typeLine("t", "echo hello-$((6*7))");
   await tmux.waitFor("t", /^hello-42$/m);
 
   // the session has the terminal's size, and follows it
-  const before = await paneSize(tmux, "t");
-  await typeLine(tmux, "t", "stty size; echo SIZE-$((1+1))");
+  const before = await tmux.size("t");
+  await tmux.typeLine("t", "stty size; echo SIZE-$((1+1))");
   await tmux.waitFor("t", new RegExp(`^${before}\\s*\\nSIZE-2$`, "m"));
   await tmux.cmd("resize-window", "-t", "t", "-x", "120", "-y", "40");
-  const after = await paneSize(tmux, "t");
+  const after = await tmux.size("t");
   assert.equal(after, "40 120");
   // SIGWINCH travels client → node → PTY asynchronously: ask until it shows
   let asked = 0;
   await waitFor(`stty size to report ${after}`, async () => {
-    await typeLine(tmux, "t", `stty size; echo RESIZED-${++asked}-$((0))`);
+    await tmux.typeLine("t", `stty size; echo RESIZED-${++asked}-$((0))`);
     const pane = await tmux.waitFor("t", `RESIZED-${asked}-0`);
     return new RegExp(`^${after}\\s*\\nRESIZED-${asked}-0$`, "m").test(pane);
   });
@@ -252,13 +230,13 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
   assert.equal((await sessionInfo(home, id)).status, "running");
 
   // re-attach: the earlier output is replayed
-  await clearPane(tmux, "t");
+  await tmux.clearPane("t");
   assert.ok(!(await tmux.capture("t")).includes("hello-42"));
-  await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
   await tmux.waitFor("t", /^hello-42$/m);
 
   // Ctrl+B Ctrl+B sends one Ctrl+B; Ctrl+B then another key sends both
-  await typeLine(tmux, "t", "od -c");
+  await tmux.typeLine("t", "od -c");
   await tmux.waitFor("t", /^sess\$ od -c\s*$/m);
   await tmux.keys("t", ["C-b", "C-b", "C-b", "x", "Enter", "C-d"]);
   await tmux.waitFor("t", /^0000000\s+002\s+002\s+x\s+\\n\s*$/m);
@@ -266,9 +244,9 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
   await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
 
   // --no-history: only what comes after attaching
-  await clearPane(tmux, "t");
-  await typeLine(tmux, "t", `cw attach --no-history ${id}; echo ATTACH-EXIT=$?`);
-  await typeLine(tmux, "t", "echo fresh-$((5+5))");
+  await tmux.clearPane("t");
+  await tmux.typeLine("t", `cw attach --no-history ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("t", "echo fresh-$((5+5))");
   const pane = await tmux.waitFor("t", /^fresh-10$/m);
   assert.ok(!pane.includes("hello-42"), `history was replayed:\n${pane}`);
   assert.ok(!pane.includes("0000000"), `history was replayed:\n${pane}`);
@@ -281,10 +259,10 @@ Deno.test("attach exits with the session's exit code when the session ends", asy
   await using tmux = new Tmux(home.root);
   const id = await launchBash(home, "sess$ ");
   await startPane(tmux, home, "t");
-  await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
   await tmux.waitFor("t", "sess$");
 
-  await typeLine(tmux, "t", "exit 42");
+  await tmux.typeLine("t", "exit 42");
   const pane = await tmux.waitFor("t", /^ATTACH-EXIT=42$/m);
   assert.match(pane, new RegExp(`\\[session ${id} exited with code 42\\]`));
   const s = await sessionInfo(home, id);
@@ -301,10 +279,10 @@ Deno.test("attach --read-only in a terminal: sees output, typing reaches nothing
 
   // a viewer whose terminal differs from the session's size
   await startPane(tmux, home, "ro", 111, 33);
-  await typeLine(tmux, "ro", `cw attach --read-only ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("ro", `cw attach --read-only ${id}; echo ATTACH-EXIT=$?`);
   await tmux.waitFor("ro", /^SIZE-2$/m); // history replayed
 
-  await typeLine(tmux, "ro", "echo TYPED-IN-VIEWER");
+  await tmux.typeLine("ro", "echo TYPED-IN-VIEWER");
   await tmux.keys("ro", ["C-c", "C-d"]);
   await tmux.cmd("resize-window", "-t", "ro", "-x", "90", "-y", "20");
 
@@ -379,7 +357,7 @@ Deno.test("a viewer that stops reading stalls nobody: other attachers and cw lis
   const reader = await openAttach(home, { session: String(id), readOnly: true });
   const r = new Collector(reader.conn, reader.offset, 64 * 1024);
   await startPane(tmux, home, "t");
-  await typeLine(tmux, "t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.typeLine("t", `cw attach ${id}; echo ATTACH-EXIT=$?`);
   await tmux.waitFor("t", "sess$");
 
   const FLOOD = 50_000_000;

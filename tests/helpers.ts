@@ -145,6 +145,19 @@ export async function waitFor<T>(
   }
 }
 
+/** Resolves with `promise`, or rejects once `ms` pass first. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A tmux server of its own (private socket) for driving terminals like a person. */
 export class Tmux implements AsyncDisposable {
   readonly socket: string;
@@ -198,6 +211,28 @@ export class Tmux implements AsyncDisposable {
   /** Sends keys (tmux key names or literal text with `literal`). */
   async keys(target: string, keys: string[], literal = false): Promise<void> {
     await this.cmd("send-keys", "-t", target, ...(literal ? ["-l"] : []), ...keys);
+  }
+
+  /** Types a line and presses Enter. */
+  async typeLine(target: string, line: string): Promise<void> {
+    await this.keys(target, [line], true);
+    await this.keys(target, ["Enter"]);
+  }
+
+  /** The pane's size as tmux reports it: "ROWS COLS", the way `stty size` prints it. */
+  async size(target: string): Promise<string> {
+    return (await this.cmd("display-message", "-p", "-t", target, "#{pane_height} #{pane_width}"))
+      .trim();
+  }
+
+  /** Clears a pane (from its own shell, whose prompt starts with `prompt`) and its history. */
+  async clearPane(target: string, prompt = "pane$"): Promise<void> {
+    await this.typeLine(target, "clear");
+    await waitFor(`pane ${target} to clear`, async () => {
+      const lines = (await this.capture(target)).split("\n").filter((l) => l.trim() !== "");
+      return lines.length === 1 && lines[0].startsWith(prompt);
+    });
+    await this.cmd("clear-history", "-t", target);
   }
 
   /** Waits until the pane shows text matching `pattern`. */

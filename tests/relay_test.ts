@@ -5,7 +5,7 @@
  * `fetch` with a client that trusts the test CA.
  */
 import assert from "node:assert/strict";
-import { CW_ARGV, CwHome, waitFor } from "./helpers.ts";
+import { CW_ARGV, CwHome, waitFor, within } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -49,19 +49,6 @@ class Relays implements AsyncDisposable {
 function httpClient(certs: TestCerts): Deno.HttpClient & Disposable {
   const client = caClient(certs);
   return Object.assign(client, { [Symbol.dispose]: () => client.close() });
-}
-
-/** `promise`, or a rejection after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A raw response, body read whole (so no body is left open). */

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { Mux } from "../shared/mux.ts";
 import { decodeDial, Dial, encodeDial } from "../shared/dialback.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
-import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor, within } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -111,19 +111,6 @@ async function descendants(pid: number): Promise<{ pid: number; comm: string }[]
 async function sha256(data: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** `promise`, or a rejection after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 // ---------------------------------------------------------------- the rig
@@ -413,12 +400,6 @@ Deno.test("ssh exec: output, stderr apart, exit codes, stdin, binary both ways",
 
 // ---------------------------------------------------------------- interactive
 
-/** Types a line and presses Enter. */
-async function typeLine(tmux: Tmux, target: string, line: string): Promise<void> {
-  await tmux.keys(target, [line], true);
-  await tmux.keys(target, ["Enter"]);
-}
-
 /** Starts a pane that runs `ssh …`, then prints its exit code and stays open. */
 async function sshPane(tmux: Tmux, name: string, sshLine: string, cols = 100, rows = 30) {
   const script = `${sshLine}; echo SSH-EXIT=$?; sleep 600`;
@@ -434,30 +415,30 @@ Deno.test("ssh shell in a terminal: prompt, typing, resize, Ctrl-C, exit 42; cw 
   // an interactive login shell on the node, in a terminal
   await sshPane(tmux, "sh", rig.sshLine("dev-1", null, { flags: ["-tt"] }));
   await tmux.waitFor("sh", /[$#]$/m, 15_000);
-  await typeLine(tmux, "sh", "PS1='ssh-prompt$ '");
+  await tmux.typeLine("sh", "PS1='ssh-prompt$ '");
   await tmux.waitFor("sh", /^ssh-prompt\$$/m);
-  await typeLine(tmux, "sh", "echo typed-$((6*7)) $TERM");
+  await tmux.typeLine("sh", "echo typed-$((6*7)) $TERM");
   await tmux.waitFor("sh", /^typed-42 (screen|tmux)/m);
-  await typeLine(tmux, "sh", "stty size");
+  await tmux.typeLine("sh", "stty size");
   await tmux.waitFor("sh", /^30 100$/m);
 
   // the terminal's size follows the window
   await tmux.cmd("resize-window", "-t", "sh", "-x", "120", "-y", "40");
-  await typeLine(tmux, "sh", "clear; stty size");
+  await tmux.typeLine("sh", "clear; stty size");
   await tmux.waitFor("sh", /^40 120$/m);
 
   // Ctrl-C interrupts a foreground program; the shell goes on
-  await typeLine(tmux, "sh", "clear; sleep 100; echo not-interrupted");
+  await tmux.typeLine("sh", "clear; sleep 100; echo not-interrupted");
   await new Promise((r) => setTimeout(r, 300));
   const sent = performance.now();
   await tmux.keys("sh", ["C-c"]);
-  await typeLine(tmux, "sh", "echo back-$((40+2))");
+  await tmux.typeLine("sh", "echo back-$((40+2))");
   const screen = await tmux.waitFor("sh", /^back-42$/m, 5_000);
   assert.ok(performance.now() - sent < 5_000);
   assert.doesNotMatch(screen, /not-interrupted/);
 
   // `exit 42` ends the session and ssh exits 42
-  await typeLine(tmux, "sh", "exit 42");
+  await tmux.typeLine("sh", "exit 42");
   await tmux.waitFor("sh", /^SSH-EXIT=42$/m);
 
   // `ssh -t … cw attach N` reaches a running cw session on that node
@@ -469,7 +450,7 @@ Deno.test("ssh shell in a terminal: prompt, typing, resize, Ctrl-C, exit 42; cw 
   ]);
   await sshPane(tmux, "at", rig.sshLine("dev-1", `cw attach ${id}`, { flags: ["-t"] }));
   await tmux.waitFor("at", "inside-cw$", 15_000);
-  await typeLine(tmux, "at", "echo via-ssh-$((6*7))");
+  await tmux.typeLine("at", "echo via-ssh-$((6*7))");
   await tmux.waitFor("at", /^via-ssh-42$/m);
   const logs = await home.ok(["logs", String(id)]);
   assert.match(logs, /via-ssh-42/);

@@ -373,25 +373,6 @@ async function startPane(tmux: Tmux, home: Home, name: string): Promise<void> {
   await tmux.waitFor(name, "pane$");
 }
 
-async function typeLine(tmux: Tmux, target: string, line: string): Promise<void> {
-  await tmux.keys(target, [line], true);
-  await tmux.keys(target, ["Enter"]);
-}
-
-async function clearPane(tmux: Tmux, target: string): Promise<void> {
-  await typeLine(tmux, target, "clear");
-  await waitFor(`pane ${target} to clear`, async () => {
-    const lines = (await tmux.capture(target)).split("\n").filter((l) => l.trim() !== "");
-    return lines.length === 1 && lines[0].startsWith("pane$");
-  });
-  await tmux.cmd("clear-history", "-t", target);
-}
-
-async function paneSize(tmux: Tmux, target: string): Promise<string> {
-  return (await tmux.cmd("display-message", "-p", "-t", target, "#{pane_height} #{pane_width}"))
-    .trim();
-}
-
 // ---------------------------------------------------------------- the suite
 
 /** Shared state spans tests: the sanitizers would see it as a leak. */
@@ -449,21 +430,21 @@ function scenarios(t: Transport): void {
     const attachLine = ["cw", ...cw.t.global, "attach", cw.t.ref(id)].join(" ");
 
     await startPane(tmux, cw.client, "t");
-    await typeLine(tmux, "t", `${attachLine}; echo ATTACH-EXIT=$?`);
+    await tmux.typeLine("t", `${attachLine}; echo ATTACH-EXIT=$?`);
     await tmux.waitFor("t", "sess$");
-    await typeLine(tmux, "t", "echo hello-$((6*7))");
+    await tmux.typeLine("t", "echo hello-$((6*7))");
     await tmux.waitFor("t", /^hello-42$/m);
 
-    const before = await paneSize(tmux, "t");
-    await typeLine(tmux, "t", "stty size; echo SIZE-$((1+1))");
+    const before = await tmux.size("t");
+    await tmux.typeLine("t", "stty size; echo SIZE-$((1+1))");
     await tmux.waitFor("t", new RegExp(`^${before}\\s*\\nSIZE-2$`, "m"));
     await tmux.cmd("resize-window", "-t", "t", "-x", "120", "-y", "40");
-    const after = await paneSize(tmux, "t");
+    const after = await tmux.size("t");
     assert.equal(after, "40 120");
     // SIGWINCH travels client → transport → node → PTY: ask until it shows
     let asked = 0;
     await waitFor(`stty size to report ${after}`, async () => {
-      await typeLine(tmux, "t", `stty size; echo RESIZED-${++asked}-$((0))`);
+      await tmux.typeLine("t", `stty size; echo RESIZED-${++asked}-$((0))`);
       const pane = await tmux.waitFor("t", `RESIZED-${asked}-0`);
       return new RegExp(`^${after}\\s*\\nRESIZED-${asked}-0$`, "m").test(pane);
     });
@@ -473,11 +454,11 @@ function scenarios(t: Transport): void {
     await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
     assert.equal((await cw.info(id)).status, "running");
 
-    await clearPane(tmux, "t");
+    await tmux.clearPane("t");
     assert.ok(!(await tmux.capture("t")).includes("hello-42"));
-    await typeLine(tmux, "t", `${attachLine}; echo ATTACH-EXIT=$?`);
+    await tmux.typeLine("t", `${attachLine}; echo ATTACH-EXIT=$?`);
     await tmux.waitFor("t", /^hello-42$/m); // history replayed
-    await typeLine(tmux, "t", "exit 9");
+    await tmux.typeLine("t", "exit 9");
     const pane = await tmux.waitFor("t", /^ATTACH-EXIT=9$/m);
     assert.match(pane, new RegExp(`\\[session ${id} exited with code 9\\]`));
   });
@@ -778,8 +759,7 @@ Deno.test({
     const outFile = `${cw.client.root}/attach.out`;
     const errFile = `${cw.client.root}/attach.err`;
     await startPane(tmux, cw.client, "t");
-    await typeLine(
-      tmux,
+    await tmux.typeLine(
       "t",
       `cw attach ${relay.ref(id)} >${outFile} 2>${errFile}; echo ATTACH-EXIT=$?`,
     );
