@@ -15,6 +15,15 @@ import {
 import { CwError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
+/** A socket's own I/O (Deno.Conn has it). */
+interface RawConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+}
+
+/** Bytes asked for per socket read. */
+const READ_SIZE = 64 * 1024;
+
 /**
  * Frames over a {@link Duplex}: one reader, one writer, PING answered
  * automatically. `send*` resolve once the transport accepted the bytes, which
@@ -22,8 +31,11 @@ import { VERSION } from "./version.ts";
  */
 export class FramedConn {
   #duplex: Duplex;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  /** A socket's own read/write, used instead of its web streams when it has them (cheaper). */
+  #raw: RawConn | null;
+  #writing: Promise<unknown> = Promise.resolve();
   #decoder = new FrameDecoder();
   #queue: Frame[] = [];
   #closed = false;
@@ -31,8 +43,14 @@ export class FramedConn {
   /** Wraps a duplex; the framed connection owns it from now on. */
   constructor(duplex: Duplex) {
     this.#duplex = duplex;
-    this.#reader = duplex.readable.getReader();
-    this.#writer = duplex.writable.getWriter();
+    const raw = duplex as Partial<RawConn>;
+    this.#raw = typeof raw.read === "function" && typeof raw.write === "function"
+      ? raw as RawConn
+      : null;
+    if (!this.#raw) {
+      this.#reader = duplex.readable.getReader();
+      this.#writer = duplex.writable.getWriter();
+    }
   }
 
   /**
@@ -49,14 +67,14 @@ export class FramedConn {
         }
         return frame;
       }
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+      let chunk: Uint8Array | null;
       try {
-        chunk = await this.#reader.read();
+        chunk = await this.#read();
       } catch {
         return null; // reset by peer is an end of stream for us
       }
-      if (chunk.done) return null;
-      this.#queue.push(...this.#decoder.push(chunk.value));
+      if (chunk === null) return null;
+      this.#queue.push(...this.#decoder.push(chunk));
     }
   }
 
@@ -72,10 +90,27 @@ export class FramedConn {
     return out;
   }
 
-  /** Writes pre-encoded frame bytes. */
+  /** Writes pre-encoded frame bytes; writes never interleave. */
   async send(bytes: Uint8Array): Promise<void> {
     if (this.#closed) throw new CwError("internal", "Connection is closed");
-    await this.#writer.write(bytes);
+    if (this.#writer) return await this.#writer.write(bytes);
+    const raw = this.#raw!;
+    const done = this.#writing.then(async () => {
+      let off = 0;
+      while (off < bytes.byteLength) off += await raw.write(bytes.subarray(off));
+    });
+    this.#writing = done.catch(() => {});
+    await done;
+  }
+
+  async #read(): Promise<Uint8Array | null> {
+    if (this.#reader) {
+      const r = await this.#reader.read();
+      return r.done ? null : r.value;
+    }
+    const buf = new Uint8Array(READ_SIZE); // fresh: decoded frames are views into it
+    const n = await this.#raw!.read(buf);
+    return n === null ? null : buf.subarray(0, n);
   }
 
   /** Sends a JSON frame. */
@@ -103,8 +138,8 @@ export class FramedConn {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#reader.cancel().catch(() => {});
-    this.#writer.close().catch(() => {});
+    this.#reader?.cancel().catch(() => {});
+    this.#writer?.close().catch(() => {});
     try {
       this.#duplex.close();
     } catch {
