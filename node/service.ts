@@ -194,22 +194,14 @@ export class SessionService {
     }
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
-    const input = (async () => {
-      while (true) {
-        const frame = await conn.next();
-        if (!frame) break;
-        if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") {
-          credit.ack(frame.value.bytes);
-          continue;
-        }
-        // read-only is enforced here, in the node: input and resizes go nowhere
-        if (readOnly) continue;
-        if (frame.kind === FrameKind.DATA) m.write(s, frame.bytes);
-        else if (frame.kind === FrameKind.EVENT) {
-          onEvent(frame, (cols, rows) => m.resize(s, cols, rows));
-        } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
-      }
-    })().finally(() => stop.abort());
+    const input = readClient(conn, credit, (frame) => {
+      // read-only is enforced here, in the node: input and resizes go nowhere
+      if (readOnly) return;
+      if (frame.kind === FrameKind.DATA) m.write(s, frame.bytes);
+      else if (frame.kind === FrameKind.EVENT) {
+        onEvent(frame, (cols, rows) => m.resize(s, cols, rows));
+      } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
+    }).finally(() => stop.abort());
     await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
     stop.abort();
   }
@@ -219,15 +211,7 @@ export class SessionService {
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
     // acknowledgements, and the client going away, arrive while we send
-    const input = (async () => {
-      while (true) {
-        const frame = await conn.next();
-        if (!frame) break;
-        if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") {
-          credit.ack(frame.value.bytes);
-        }
-      }
-    })().catch(() => {}).finally(() => stop.abort());
+    const input = readClient(conn, credit, () => {}).catch(() => {}).finally(() => stop.abort());
     // The log is written synchronously with the ring, so the files' sizes now
     // end exactly at ring.end: disk up to there, then the ring, nothing twice.
     const reader = new LogReader(s.dir);
@@ -254,6 +238,23 @@ export class SessionService {
       viewer?.leave();
       stop.abort();
     }
+  }
+}
+
+/**
+ * Reads what a streaming client sends until it goes away: output
+ * acknowledgements feed `credit`, every other frame goes to `onFrame`.
+ */
+async function readClient(
+  conn: FramedConn,
+  credit: Credit,
+  onFrame: (frame: Frame) => void,
+): Promise<void> {
+  while (true) {
+    const frame = await conn.next();
+    if (!frame) return;
+    if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") credit.ack(frame.value.bytes);
+    else onFrame(frame);
   }
 }
 

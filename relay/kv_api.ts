@@ -31,6 +31,7 @@ import { type Context, Hono } from "hono";
 import type { Logger } from "../shared/logger.ts";
 import { KV_LIST_MAX_LIMIT, KV_MAX_VALUE_BYTES } from "./kv_store.ts";
 import type { KvEvent, RelayStore } from "./store.ts";
+import { concat } from "../shared/bytes.ts";
 
 /** Namespaces: short, URL- and shell-safe. */
 export const KV_NS_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -338,14 +339,7 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array> {
     }
     parts.push(value);
   }
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.byteLength;
-  }
-  return out;
+  return parts.length === 1 ? parts[0] : concat(parts);
 }
 
 /** The SSE stream of a watch; subscribes before answering. */

@@ -14,6 +14,7 @@
  * events), so it fits {@link wsDuplex} and the link multiplexer unchanged.
  */
 import { CwError } from "./errors.ts";
+import { concat, writeAll } from "./bytes.ts";
 
 /** Largest message accepted from a server. */
 export const WS_CLIENT_MAX_MESSAGE = 16 * 1024 * 1024;
@@ -110,7 +111,7 @@ async function readResponse(conn: Deno.Conn) {
   while (end < 0) {
     const n = await conn.read(chunk);
     if (n === null) throw new Error("connection closed during the handshake");
-    buf = concat(buf, chunk.subarray(0, n));
+    buf = concat([buf, chunk.subarray(0, n)]);
     end = indexOf(buf, [13, 10, 13, 10]);
     if (end < 0 && buf.byteLength > HANDSHAKE_LIMIT) {
       throw new Error("handshake response too large");
@@ -132,7 +133,7 @@ async function readResponse(conn: Deno.Conn) {
     while (rest.byteLength < length) {
       const n = await conn.read(chunk);
       if (n === null) break;
-      rest = concat(rest, chunk.subarray(0, n));
+      rest = concat([rest, chunk.subarray(0, n)]);
     }
     body = new TextDecoder().decode(rest.subarray(0, length));
   }
@@ -278,14 +279,14 @@ export class ClientWebSocket extends EventTarget {
             throw new Error("message too large");
           }
           if (!fin) continue;
-          const whole = fragments.length === 1 ? fragments[0] : concat(...fragments);
+          const whole = fragments.length === 1 ? fragments[0] : concat(fragments);
           fragments = [];
           const data = fragmentOpcode === 0x1 ? new TextDecoder().decode(whole) : whole.buffer;
           this.dispatchEvent(new MessageEvent("message", { data }));
         }
         const n = await this.#conn.read(chunk);
         if (n === null) break;
-        buf = buf.byteLength ? concat(buf, chunk.subarray(0, n)) : chunk.slice(0, n);
+        buf = buf.byteLength ? concat([buf, chunk.subarray(0, n)]) : chunk.slice(0, n);
       }
       this.#finish(1006, "connection closed");
     } catch (err) {
@@ -302,21 +303,6 @@ export class ClientWebSocket extends EventTarget {
     } catch { /* closed */ }
     this.dispatchEvent(new CloseEvent("close", { code, reason, wasClean: code === 1000 }));
   }
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.byteLength) off += await conn.write(data.subarray(off));
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 function indexOf(buf: Uint8Array, seq: number[]): number {
