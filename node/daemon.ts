@@ -12,6 +12,17 @@ import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
 import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
+import { raiseFdLimit } from "../shared/fd_limit.ts";
+import { installLastResort } from "../shared/last_resort.ts";
+import { type FdBudget, isFdExhausted } from "../shared/guarded_listener.ts";
+import {
+  connectionBudget,
+  NODE_FD_SHARE,
+  NODE_SOCKET_MAX_CONNECTIONS,
+} from "../shared/listener_limits.ts";
+
+/** Longest back-off after a failed accept on the unix socket. */
+const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** Node settings; every size has a default. */
 export interface NodeOptions {
@@ -44,7 +55,18 @@ export async function runNode(opts: NodeOptions): Promise<number> {
   if (opts.tlsKey) config.tlsKey = opts.tlsKey;
   const listen = checkListen(config);
   const lock = await takeLock(paths);
-  const daemon = new Daemon(paths, logger, opts, config);
+  const removeLastResort = installLastResort(logger);
+  const fds = raiseFdLimit();
+  if (fds.raisedFrom !== null) {
+    logger.info(`file descriptor limit raised from ${fds.raisedFrom} to ${fds.limit}`);
+  } else if (fds.error) logger.warn(`cannot raise the file descriptor limit: ${fds.error}`);
+  const daemon = new Daemon(
+    paths,
+    logger,
+    opts,
+    config,
+    connectionBudget(fds.limit, NODE_FD_SHARE),
+  );
   try {
     await daemon.start();
     if (listen) await daemon.listen(listen);
@@ -52,6 +74,7 @@ export async function runNode(opts: NodeOptions): Promise<number> {
     await daemon.finished;
     return 0;
   } finally {
+    removeLastResort();
     lock.close();
   }
 }
@@ -126,9 +149,17 @@ class Daemon {
   #shutdown: Promise<void> | null = null;
   #done!: () => void;
   #startedAt = new Date();
+  #budget: FdBudget;
   readonly finished: Promise<void>;
 
-  constructor(paths: NodePaths, logger: Logger, opts: NodeOptions, config: NodeConfig) {
+  constructor(
+    paths: NodePaths,
+    logger: Logger,
+    opts: NodeOptions,
+    config: NodeConfig,
+    budget: FdBudget,
+  ) {
+    this.#budget = budget;
     this.#paths = paths;
     this.#logger = logger;
     this.#opts = opts;
@@ -188,6 +219,7 @@ class Daemon {
       ...spec,
       home: this.#paths.home,
       logger: this.#logger,
+      budget: this.#budget,
       serve: (duplex) => void this.#service!.serve(duplex),
     });
     this.#wsUrl = ws.url;
@@ -208,11 +240,44 @@ class Daemon {
     return { ...this.#link.status };
   }
 
+  /**
+   * Accepts on the unix socket until shutdown. Survives a failed accept (out
+   * of descriptors: back off 5 ms → 1 s and retry) and holds at most
+   * {@link NODE_SOCKET_MAX_CONNECTIONS} connections, each also taking a
+   * descriptor from the node's budget; the protocol's HELLO deadline bounds
+   * connections that say nothing.
+   */
   async #accept(listener: Deno.UnixListener, service: SessionService): Promise<void> {
-    try {
-      for await (const conn of listener) void service.serve(conn, { local: true });
-    } catch (err) {
-      if (!this.#shutdown) this.#logger.error(`listener failed: ${err}`);
+    let open = 0;
+    let backoff = 0;
+    while (!this.#shutdown) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await listener.accept();
+        backoff = 0;
+      } catch (err) {
+        if (this.#shutdown || err instanceof Deno.errors.BadResource) return;
+        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : 5);
+        this.#logger.warn(
+          `socket: accept failed (${
+            isFdExhausted(err) ? "out of file descriptors" : (err as Error).message
+          }); retrying in ${backoff} ms`,
+        );
+        await new Promise((r) => setTimeout(r, backoff));
+        continue;
+      }
+      if (open >= NODE_SOCKET_MAX_CONNECTIONS || !this.#budget.take(1)) {
+        this.#logger.warn(`socket: refused a connection (${open} open)`);
+        conn.close();
+        continue;
+      }
+      open++;
+      service.serve(conn, { local: true }).catch((err) =>
+        this.#logger.error(`socket: connection failed: ${(err as Error)?.stack ?? err}`)
+      ).finally(() => {
+        open--;
+        this.#budget.give(1);
+      });
     }
   }
 

@@ -5,6 +5,9 @@ import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import { writeFileAtomic } from "../shared/paths.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import type { Duplex } from "../shared/duplex.ts";
+import { serveGuardedHttp } from "../shared/guarded_http.ts";
+import type { FdBudget } from "../shared/guarded_listener.ts";
+import { maxConnectionsFor, NODE_WS_LIMITS } from "../shared/listener_limits.ts";
 
 /** Where the direct listener's token lives (0600; the owner can print it). */
 export function nodeTokenPath(home: string): string {
@@ -34,6 +37,8 @@ export interface ListenOptions {
   tls: { cert: string; key: string } | null;
   home: string;
   logger: Logger;
+  /** The node's descriptors for connections. */
+  budget: FdBudget;
   serve(duplex: Duplex): void;
 }
 
@@ -41,7 +46,10 @@ export interface ListenOptions {
  * Serves the node protocol over WebSocket (`wss://host:port/`), for clients
  * that reach the node directly (`cw server add`). The token is read at each
  * connection, so `cw node token --rotate` takes effect at once; browsers'
- * cross-origin upgrades are refused; failures are rate-limited per address.
+ * cross-origin upgrades are refused; failures are rate-limited per address
+ * (a valid token always gets in). The port sits behind a guarded front
+ * (shared/guarded_listener.ts): handshake deadline, idle timeout and caps for
+ * connections that have not shown the token.
  */
 export async function listenWebSocket(
   opts: ListenOptions,
@@ -49,28 +57,31 @@ export async function listenWebSocket(
   const failures = new RateLimiter(30, 20);
   const json = (status: number, code: string, message: string) =>
     Response.json({ error: { code, message } }, { status });
-  const ready = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
+  const server = await serveGuardedHttp({
     hostname: opts.hostname,
     port: opts.port,
-    ...(opts.tls ?? {}),
-    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+    tls: opts.tls,
+    name: "listen",
+    limits: { ...NODE_WS_LIMITS, maxConnections: maxConnectionsFor(opts.budget) },
+    budget: opts.budget,
+    logger: opts.logger,
   }, async (req, info) => {
-    const addr = (info.remoteAddr as Deno.NetAddr).hostname;
+    const addr = info.remoteAddr.hostname;
     const path = new URL(req.url).pathname;
     if (path !== "/") return json(404, "not_found", `No route ${path}`);
     if (req.headers.get("origin") !== null) {
       return json(403, "forbidden", "Cross-origin WebSocket upgrades are refused");
     }
-    if (failures.exhausted(addr)) {
-      return json(429, "rate_limited", "Too many failed attempts; try later");
-    }
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "");
     const expected = await hashSecret(nodeToken(opts.home));
     if (!m || !constantTimeEqual(await hashSecret(m[1]), expected)) {
-      failures.take(addr);
+      // only failures are limited: a valid token from the same address always gets in
+      if (!failures.take(addr)) {
+        return json(429, "rate_limited", "Too many failed attempts; try later");
+      }
       return json(401, "unauthorized", "Missing or invalid node token");
     }
+    info.peer.trust();
     if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
       return json(400, "bad_request", "Expected a WebSocket upgrade");
     }
@@ -78,9 +89,15 @@ export async function listenWebSocket(
     opts.serve(wsDuplex(socket));
     return response;
   });
-  const addr = await ready.promise;
+  const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${opts.tls ? "wss" : "ws"}://${host}:${addr.port}/`;
   opts.logger.info(`serving the node protocol on ${url}`);
-  return { url, close: () => server.shutdown() };
+  return {
+    url,
+    close: async () => {
+      await server.shutdown();
+      await server.close(1000);
+    },
+  };
 }

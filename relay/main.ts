@@ -8,6 +8,15 @@ import { VERSION } from "../shared/version.ts";
 import { openKvStore } from "./kv_store.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
+import { raiseFdLimit } from "../shared/fd_limit.ts";
+import { serveGuardedHttp } from "../shared/guarded_http.ts";
+import { installLastResort } from "../shared/last_resort.ts";
+import {
+  connectionBudget,
+  maxConnectionsFor,
+  RELAY_HTTP_LIMITS,
+  RELAY_SSH_LIMITS,
+} from "../shared/listener_limits.ts";
 import { loadOrCreateHostKey, startSshGateway } from "./ssh_gateway.ts";
 
 /** Parsed `cw relay` settings. */
@@ -67,6 +76,10 @@ export function parseRelayArgs(args: string[]): RelayOptions {
       `Refusing plain HTTP on ${listen.hostname}: give --tls-cert/--tls-key, listen on loopback, or run --behind-proxy PROXY_IP`,
     );
   }
+  if (authMode === "none" && behindProxy) {
+    // a proxy forwards requests from anywhere: "none" would open the relay to the internet
+    throw new RangeError("--auth-mode none cannot be used with --behind-proxy");
+  }
   if (authMode === "none" && !isLoopback(listen.hostname)) {
     throw new RangeError("--auth-mode none is only allowed when every listener is on loopback");
   }
@@ -108,6 +121,15 @@ async function adminTokenHash(dataDir: string, logger: Logger): Promise<string> 
 export async function runRelay(opts: RelayOptions): Promise<number> {
   ensurePrivateDir(opts.dataDir);
   const logger = fileLogger(join(opts.dataDir, "relay.log"), true);
+  const removeLastResort = installLastResort(logger);
+  const fds = raiseFdLimit();
+  if (fds.raisedFrom !== null) {
+    logger.info(`file descriptor limit raised from ${fds.raisedFrom} to ${fds.limit}`);
+  } else if (fds.error) logger.warn(`cannot raise the file descriptor limit: ${fds.error}`);
+  const budget = connectionBudget(fds.limit);
+  // the SSH gateway gets a quarter: each of its sessions also holds a dial-back on HTTPS
+  const httpMax = maxConnectionsFor(budget);
+  const sshMax = Math.max(1, Math.floor(httpMax / 4));
   await using store = await openKvStore(join(opts.dataDir, "relay.kv"));
   const adminHash = opts.authMode === "token" ? await adminTokenHash(opts.dataDir, logger) : null;
   const scheme = opts.tls ? "https" : "http";
@@ -133,20 +155,27 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     adminTokenHash: adminHash,
     trustedProxy: opts.behindProxy,
   });
-  const ready = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
+  const server = await serveGuardedHttp({
     hostname: opts.listen.hostname,
     port: opts.listen.port,
-    ...(opts.tls ?? {}),
-    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+    tls: opts.tls,
+    name: "https",
+    limits: { ...RELAY_HTTP_LIMITS, maxConnections: httpMax },
+    budget,
+    logger,
+    exemptAddress: opts.behindProxy,
   }, (req, info) => relay.app.fetch(req, info));
-  const addr = await ready.promise;
+  relay.listenerStats(() => server.front.stats());
+  const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${scheme}://${host}:${addr.port}`;
   baseUrl ||= url;
   logger.info(`cw relay ${VERSION} listening on ${url}`);
   logger.info(`base URL ${baseUrl}; data dir ${opts.dataDir}; auth mode ${opts.authMode}`);
-  let gateway: { port: number; close(): Promise<void> } | null = null;
+  logger.info(
+    `connections: at most ${httpMax} on HTTPS, ${sshMax} on SSH (file descriptors: ${fds.limit})`,
+  );
+  let gateway: Awaited<ReturnType<typeof startSshGateway>> | null = null;
   if (opts.sshListen && hostKey) {
     gateway = await startSshGateway(
       {
@@ -155,6 +184,8 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
         publicKeys: relay.publicKeys,
         checkPassword: relay.checkPassword,
         dialback: relay.dialback,
+        budget,
+        limits: { ...RELAY_SSH_LIMITS, maxConnections: sshMax },
       },
       opts.sshListen.hostname,
       opts.sshListen.port,
@@ -199,7 +230,9 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   await Promise.race([closed, delay(250)]);
   await store[Symbol.asyncDispose]();
   await Promise.race([closed, delay(3000)]);
+  await server.close(1000); // the last bytes of finished responses still travel the front
   logger.info("stopped");
+  removeLastResort();
   return 0;
 }
 

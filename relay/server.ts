@@ -16,6 +16,7 @@ import { kvApi } from "./kv_api.ts";
 import { Metrics } from "./metrics.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
 import type { NodeRecord, RelayStore } from "./store.ts";
+import type { GuardStats, Peer } from "../shared/guarded_listener.ts";
 
 /** Node names: 1-63 of [A-Za-z0-9_-], starting with a letter or digit. */
 export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
@@ -75,6 +76,8 @@ export interface Relay {
   publicKeys(): Promise<PublicKey[]>;
   /** Whether a password is a valid node credential or the admin token. */
   checkPassword(password: string): Promise<boolean>;
+  /** Publishes the HTTPS listener's counters in /metrics. */
+  listenerStats(read: () => GuardStats): void;
 }
 
 type Env = { Variables: { principal: Principal; addr: string } };
@@ -114,6 +117,10 @@ export function createRelay(deps: RelayDeps): Relay {
   metrics.describe("cw_relay_http_requests_total", "HTTP requests by route and status");
   metrics.describe("cw_relay_kv_operations_total", "KV operations by kind");
 
+  /** The connection behind a request (absent under app.request in tests). */
+  const peerOf = (c: Context<Env>): Peer | undefined =>
+    (c.env as { peer?: Peer } | undefined)?.peer;
+
   const clientAddr = (c: Context<Env>): string => {
     const info = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr;
     const peer = info?.hostname ?? "unknown";
@@ -131,31 +138,31 @@ export function createRelay(deps: RelayDeps): Relay {
     if (deps.authMode === "none") {
       // no credentials needed; a node's own credential still says which node it is
       const p = m ? await principalOf(m[1]) : null;
+      peerOf(c)?.trust();
       return p?.kind === "node" ? p : { kind: "admin" };
     }
-    if (authFailures.exhausted(addr)) {
-      throw new HttpError(
-        429,
-        "rate_limited",
-        "Too many failed attempts from this address; try later",
-      );
-    }
-    if (!m) {
-      authFailures.take(addr);
+    // A valid credential always gets in: failures are limited per address, but an
+    // attacker behind the same NAT must not lock out its users (the limiter only
+    // decides how a *failed* attempt is answered).
+    const p = m ? await principalOf(m[1]) : null;
+    if (p === null) {
+      if (!authFailures.take(addr)) {
+        throw new HttpError(
+          429,
+          "rate_limited",
+          "Too many failed attempts from this address; try later",
+        );
+      }
       throw new HttpError(
         401,
         "unauthorized",
-        "Missing credential: send Authorization: Bearer TOKEN",
+        m ? "Invalid credential" : "Missing credential: send Authorization: Bearer TOKEN",
       );
-    }
-    const p = await principalOf(m[1]);
-    if (p === null) {
-      authFailures.take(addr);
-      throw new HttpError(401, "unauthorized", "Invalid credential");
     }
     if (p.kind === "node" && p.node.revokedAt) {
       throw new HttpError(403, "forbidden", `Node "${p.node.name}" has been revoked`);
     }
+    peerOf(c)?.trust();
     return p;
   };
 
@@ -612,6 +619,21 @@ export function createRelay(deps: RelayDeps): Relay {
     },
     dialback,
     publicKeys,
+    listenerStats(read: () => GuardStats) {
+      const gauges: [keyof GuardStats, string, string][] = [
+        ["open", "cw_relay_connections_open", "Client connections open on HTTPS"],
+        ["untrusted", "cw_relay_connections_untrusted", "Connections not yet authenticated"],
+        ["refused", "cw_relay_connections_refused_total", "Connections refused by a cap"],
+        ["handshakeTimeouts", "cw_relay_handshake_timeouts_total", "Handshake deadlines hit"],
+        ["idleTimeouts", "cw_relay_idle_timeouts_total", "Unauthenticated idle connections closed"],
+        [
+          "acceptErrors",
+          "cw_relay_accept_errors_total",
+          "Failed accepts (e.g. out of descriptors)",
+        ],
+      ];
+      for (const [key, name, help] of gauges) metrics.gauge(name, help, () => read()[key]);
+    },
     async checkPassword(password: string) {
       const p = await principalOf(password);
       return p !== null && (p.kind === "admin" || (p.kind === "node" && !p.node.revokedAt));

@@ -1,5 +1,13 @@
 import { TICKET_TTL_MS } from "../shared/dialback.ts";
 import { hashSecret, newToken } from "../shared/secrets.ts";
+import { CwError } from "../shared/errors.ts";
+
+/**
+ * Dial-backs waiting for one node at once. Each is an SSH login waiting for
+ * the node to connect back (normally milliseconds); more than this means the
+ * node is not answering or someone is flooding it with logins.
+ */
+export const MAX_PENDING_DIALBACKS_PER_NODE = 16;
 
 interface Pending {
   node: string;
@@ -18,6 +26,14 @@ export class Tickets {
   async issue(
     node: string,
   ): Promise<{ ticket: string; connected: Promise<WebSocket>; cancel(): void }> {
+    let waiting = 0;
+    for (const p of this.#pending.values()) if (p.node === node) waiting++;
+    if (waiting >= MAX_PENDING_DIALBACKS_PER_NODE) {
+      throw new CwError(
+        "rate_limited",
+        `Node "${node}" has ${waiting} SSH sessions waiting to start; try again shortly`,
+      );
+    }
     const ticket = newToken("cwt");
     const key = await hashSecret(ticket);
     let resolve!: (ws: WebSocket) => void;

@@ -320,8 +320,9 @@ export class Mux {
     try {
       this.#handle(decodeMux(new Uint8Array(e.data)));
     } catch (err) {
+      // never out of a socket listener: a bad frame or a failing handler ends this link only
       if (err instanceof MuxError) this.close(`protocol error: ${err.message}`);
-      else throw err;
+      else this.close(`internal error: ${(err as Error)?.message ?? err}`);
     }
   }
 

@@ -1,0 +1,116 @@
+/**
+ * An HTTP(S) server behind a {@link listenGuarded} front: Deno.serve runs on a
+ * private loopback port (with TLS, when given, so the front only ever sees
+ * ciphertext), and the handler gets the real client as `peer`. Requests that
+ * reach the private port without the front are refused. Should Deno.serve's
+ * own accept loop die, a new one is started on a new private port.
+ */
+import type { Logger } from "./logger.ts";
+import {
+  type FdBudget,
+  type GuardedListener,
+  type GuardLimits,
+  listenGuarded,
+  type Peer,
+} from "./guarded_listener.ts";
+
+/** What a guarded HTTP handler receives besides the request. */
+export interface GuardedInfo {
+  /** The client's address, as the front accepted it. */
+  remoteAddr: Deno.NetAddr;
+  /** The connection: `trust()` it once the client authenticated. */
+  peer: Peer;
+}
+
+/** Options of {@link serveGuardedHttp}. */
+export interface GuardedHttpOptions {
+  hostname: string;
+  port: number;
+  tls: { cert: string; key: string } | null;
+  name: string;
+  limits: GuardLimits;
+  budget: FdBudget;
+  logger: Logger;
+  exemptAddress?: string | null;
+}
+
+/** A running guarded HTTP server. */
+export interface GuardedHttpServer {
+  readonly addr: Deno.NetAddr;
+  readonly front: GuardedListener;
+  /** Stops accepting; resolves when the requests in flight are done. */
+  shutdown(): Promise<void>;
+  /** Waits up to `ms` for connections to finish (their last bytes), then closes the rest. */
+  close(ms?: number): Promise<void>;
+}
+
+const refused = () =>
+  Response.json({
+    error: { code: "forbidden", message: "Connect through the public address" },
+  }, { status: 403, headers: { connection: "close" } });
+
+/** Starts the server; resolves once it listens. */
+export async function serveGuardedHttp(
+  opts: GuardedHttpOptions,
+  handler: (req: Request, info: GuardedInfo) => Response | Promise<Response>,
+): Promise<GuardedHttpServer> {
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  let backendPort = 0;
+  let stopping = false;
+  let front: GuardedListener | null = null;
+
+  const start = async (): Promise<void> => {
+    const ready = Promise.withResolvers<number>();
+    server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      ...(opts.tls ?? {}),
+      onListen: (addr) => ready.resolve(addr.port),
+      onError: (err) => {
+        opts.logger.error(`${opts.name}: handler failed: ${(err as Error)?.stack ?? err}`);
+        return Response.json({ error: { code: "internal", message: "Internal error" } }, {
+          status: 500,
+        });
+      },
+    }, (req, info) => {
+      const peer = front?.peer(info.remoteAddr.port);
+      if (!peer) return refused();
+      peer.handshakeDone();
+      return handler(req, {
+        peer,
+        remoteAddr: { transport: "tcp", hostname: peer.address, port: peer.port },
+      });
+    });
+    backendPort = await ready.promise;
+    server.finished.catch((err) => {
+      if (stopping) return;
+      opts.logger.error(`${opts.name}: the HTTP server stopped (${err}); starting a new one`);
+      start().catch((e) => opts.logger.error(`${opts.name}: cannot restart: ${e}`));
+    });
+  };
+  await start();
+  front = listenGuarded({
+    hostname: opts.hostname,
+    port: opts.port,
+    name: opts.name,
+    limits: opts.limits,
+    budget: opts.budget,
+    logger: opts.logger,
+    exemptAddress: opts.exemptAddress,
+    backendPort: () => backendPort,
+  });
+  const f = front;
+  return {
+    addr: f.addr,
+    front: f,
+    shutdown() {
+      stopping = true;
+      f.stopAccepting();
+      return server.shutdown().catch(() => {});
+    },
+    close(ms = 0) {
+      stopping = true;
+      return f.close(ms);
+    },
+  };
+}

@@ -1,0 +1,405 @@
+/**
+ * A TCP front for a server that must face the internet: it accepts the
+ * connections itself and relays their bytes to the real server (Deno.serve,
+ * an ssh2 server), which listens on a private loopback port. Deno.serve and
+ * node:net servers give no hold on a connection before its request (their
+ * accept loop even dies on EMFILE); this front does:
+ *
+ * - the accept loop survives `EMFILE`/`ENFILE` (it backs off 5 ms → 1 s and
+ *   retries, as Go's net/http does) and any other accept error;
+ * - a connection is admitted only while the process's {@link FdBudget} has
+ *   descriptors to spare, the listener is under its cap, and its address
+ *   has fewer than `perAddress` untrusted connections: new ones are refused,
+ *   old ones kept;
+ * - a connection that has not reached the service's handshake mark (its first
+ *   HTTP request, SSH authentication) within `handshakeMs` is closed, and so
+ *   is an untrusted one idle for `idleMs`; a connection the service trusts
+ *   (it authenticated) is exempt from both and from the per-address count;
+ * - a peer that only connects costs one descriptor: the loopback hop to the
+ *   server is opened when its first byte arrives.
+ *
+ * The server finds its client's real address with {@link GuardedListener.peer}
+ * from the remote port of the loopback connection it sees; a connection to
+ * the private port that did not come through the front has no peer and is
+ * refused by the callers.
+ */
+import type { Logger } from "./logger.ts";
+
+/** Limits of one listener; each role names its figures in one place. */
+export interface GuardLimits {
+  /** Time from accept to the service's handshake mark. */
+  handshakeMs: number;
+  /** An untrusted connection silent both ways this long is closed. */
+  idleMs: number;
+  /** Untrusted connections at once from one address (IPv6: one /64). */
+  perAddress: number;
+  /** Connections at once on this listener. */
+  maxConnections: number;
+}
+
+/**
+ * Descriptors a process may spend on connections, shared by its listeners:
+ * the rest is kept for what must never fail for lack of them (session logs
+ * and PTYs, the store, the log file).
+ */
+export class FdBudget {
+  #free: number;
+  /** `limit` descriptors minus `reserve` kept back. */
+  constructor(limit: number, reserve: number) {
+    this.#free = Math.max(0, limit - reserve);
+  }
+  /** Takes `n` descriptors; false (and nothing taken) when not enough are free. */
+  take(n: number): boolean {
+    if (this.#free < n) return false;
+    this.#free -= n;
+    return true;
+  }
+  /** Gives `n` back. */
+  give(n: number): void {
+    this.#free += n;
+  }
+  /** Descriptors still free. */
+  get free(): number {
+    return this.#free;
+  }
+}
+
+/** The client behind one connection, as the service sees it. */
+export interface Peer {
+  /** The client's address (hostname part). */
+  readonly address: string;
+  /** The client's port. */
+  readonly port: number;
+  /** The service saw its first request: the handshake deadline no longer applies. */
+  handshakeDone(): void;
+  /** The peer authenticated: no idle timeout, not counted against its address. */
+  trust(): void;
+  /** Closes the connection. */
+  close(): void;
+}
+
+/** Counters, for metrics and the benchmark. */
+export interface GuardStats {
+  open: number;
+  untrusted: number;
+  accepted: number;
+  refused: number;
+  handshakeTimeouts: number;
+  idleTimeouts: number;
+  acceptErrors: number;
+}
+
+/** A listening front. */
+export interface GuardedListener {
+  /** Where it listens. */
+  readonly addr: Deno.NetAddr;
+  /** The peer behind the loopback connection from `backendPort`. */
+  peer(backendPort: number): Peer | undefined;
+  /** Counters. */
+  stats(): GuardStats;
+  /** Stops accepting. */
+  stopAccepting(): void;
+  /** Stops accepting; waits up to `ms` for the connections to end, then closes the rest. */
+  close(ms?: number): Promise<void>;
+}
+
+/** What {@link listenGuarded} needs. */
+export interface GuardOptions {
+  hostname: string;
+  port: number;
+  /** Name in log lines (e.g. "https", "ssh"). */
+  name: string;
+  limits: GuardLimits;
+  budget: FdBudget;
+  logger: Logger;
+  /** The private loopback port of the real server (read at each connection). */
+  backendPort(): number;
+  /** An address not held to `perAddress` (the trusted reverse proxy). */
+  exemptAddress?: string | null;
+}
+
+/** Longest back-off after an accept error. */
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+/** How often deadlines are checked. */
+const SWEEP_MS = 500;
+/** First read buffer; doubled up to {@link MAX_CHUNK} while reads fill it. */
+const MIN_CHUNK = 4 * 1024;
+const MAX_CHUNK = 64 * 1024;
+/** After one direction ended, how long the other may go on. */
+const LINGER_MS = 5000;
+/** Descriptors a relayed connection holds: the client's, ours to the server, the server's. */
+const FDS_RELAYED = 3;
+
+class Conn implements Peer {
+  readonly address: string;
+  readonly port: number;
+  readonly key: string;
+  readonly acceptedAt = Date.now();
+  lastActive = Date.now();
+  handshaken = false;
+  trusted = false;
+  closed = false;
+  fds = 1;
+  client: Deno.TcpConn;
+  backend: Deno.TcpConn | null = null;
+  backendPort = 0;
+  #onTrust: (c: Conn) => void;
+
+  constructor(client: Deno.TcpConn, onTrust: (c: Conn) => void) {
+    const remote = client.remoteAddr as Deno.NetAddr;
+    this.client = client;
+    this.address = remote.hostname;
+    this.port = remote.port;
+    this.key = addressKey(remote.hostname);
+    this.#onTrust = onTrust;
+  }
+  handshakeDone(): void {
+    this.handshaken = true;
+  }
+  trust(): void {
+    this.handshaken = true;
+    if (this.trusted) return;
+    this.trusted = true;
+    this.#onTrust(this);
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of [this.client, this.backend]) {
+      try {
+        c?.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+}
+
+/** The key an address is counted under: IPv4 as is, IPv6 by its /64. */
+export function addressKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4) return v4[1];
+  const [head, tail] = address.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const groups = tail === undefined
+    ? left
+    : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, "")).join(":") +
+    "::/64";
+}
+
+/** Whether an error means the process (or system) is out of descriptors. */
+export function isFdExhausted(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return code === "EMFILE" || code === "ENFILE" ||
+    /os error 2[34]\)/.test(String((err as Error)?.message));
+}
+
+/** Opens a guarded front on `hostname:port`. */
+export function listenGuarded(opts: GuardOptions): GuardedListener {
+  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+  const limits = opts.limits;
+  const conns = new Set<Conn>();
+  const byBackendPort = new Map<number, Conn>();
+  const untrustedBy = new Map<string, number>();
+  const stats: GuardStats = {
+    open: 0,
+    untrusted: 0,
+    accepted: 0,
+    refused: 0,
+    handshakeTimeouts: 0,
+    idleTimeouts: 0,
+    acceptErrors: 0,
+  };
+  let accepting = true;
+
+  const countUntrusted = (key: string, delta: number) => {
+    const n = (untrustedBy.get(key) ?? 0) + delta;
+    if (n > 0) untrustedBy.set(key, n);
+    else untrustedBy.delete(key);
+    stats.untrusted += delta;
+  };
+  const onTrust = (c: Conn) => countUntrusted(c.key, -1);
+
+  const release = (c: Conn) => {
+    c.close();
+    if (!conns.delete(c)) return;
+    if (c.backendPort) byBackendPort.delete(c.backendPort);
+    if (!c.trusted) countUntrusted(c.key, -1);
+    opts.budget.give(c.fds);
+    stats.open--;
+  };
+
+  const refuse = (client: Deno.TcpConn, why: string) => {
+    stats.refused++;
+    try {
+      client.close();
+    } catch {
+      // gone
+    }
+    opts.logger.warn(`${opts.name}: refused a connection: ${why}`);
+  };
+
+  const admit = (client: Deno.TcpConn) => {
+    const remote = client.remoteAddr as Deno.NetAddr;
+    const key = addressKey(remote.hostname);
+    if (conns.size >= limits.maxConnections) {
+      return refuse(client, `${limits.maxConnections} connections open`);
+    }
+    if (
+      remote.hostname !== opts.exemptAddress &&
+      (untrustedBy.get(key) ?? 0) >= limits.perAddress
+    ) {
+      return refuse(client, `${limits.perAddress} unauthenticated connections from ${key}`);
+    }
+    if (!opts.budget.take(1)) return refuse(client, "out of file descriptors for connections");
+    try {
+      client.setNoDelay(true); // without it small writes wait ~40 ms for the peer's ACK
+    } catch {
+      // not a TCP socket any more
+    }
+    const c = new Conn(client, onTrust);
+    conns.add(c);
+    countUntrusted(c.key, 1);
+    stats.open++;
+    stats.accepted++;
+    relay(c).catch((err) => {
+      if (!c.closed) opts.logger.warn(`${opts.name}: connection from ${c.address}: ${err}`);
+    }).finally(() => release(c));
+  };
+
+  const relay = async (c: Conn) => {
+    let buf = new Uint8Array(MIN_CHUNK);
+    const first = await c.client.read(buf);
+    if (first === null || c.closed) return;
+    if (!opts.budget.take(FDS_RELAYED - 1)) {
+      stats.refused++;
+      opts.logger.warn(`${opts.name}: dropped a connection: out of file descriptors`);
+      return;
+    }
+    c.fds = FDS_RELAYED;
+    c.lastActive = Date.now();
+    const backend = await Deno.connect({ hostname: "127.0.0.1", port: opts.backendPort() });
+    if (c.closed) {
+      backend.close();
+      return;
+    }
+    c.backend = backend;
+    backend.setNoDelay(true);
+    c.backendPort = (backend.localAddr as Deno.NetAddr).port;
+    byBackendPort.set(c.backendPort, c);
+    await writeAll(backend, buf.subarray(0, first));
+    buf = first === buf.byteLength ? new Uint8Array(MIN_CHUNK * 2) : buf;
+    // Each direction half-closes the other side at its end (closing a socket with unread
+    // input would send RST and could cut the response the client is still reading);
+    // an error either way, or the second half not ending within LINGER_MS, ends both.
+    const up = pipe(c, c.client, backend, buf);
+    const down = pipe(c, backend, c.client, null);
+    const ended = await Promise.race([up, down]);
+    if (ended === "error") return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([up, down]),
+      new Promise((r) => timer = setTimeout(r, LINGER_MS)),
+    ]);
+    clearTimeout(timer);
+  };
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const c of conns) {
+      if (!c.handshaken && now - c.acceptedAt > limits.handshakeMs) {
+        stats.handshakeTimeouts++;
+        c.close();
+      } else if (!c.trusted && now - c.lastActive > limits.idleMs) {
+        stats.idleTimeouts++;
+        c.close();
+      }
+    }
+  }, SWEEP_MS);
+  Deno.unrefTimer(sweep);
+
+  (async () => {
+    let backoff = 0;
+    while (accepting) {
+      let client: Deno.TcpConn;
+      try {
+        client = await listener.accept();
+        backoff = 0;
+      } catch (err) {
+        if (!accepting) break;
+        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) break;
+        stats.acceptErrors++;
+        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : 5);
+        opts.logger.warn(
+          `${opts.name}: accept failed (${
+            isFdExhausted(err) ? "out of file descriptors" : (err as Error).message
+          }); retrying in ${backoff} ms`,
+        );
+        await new Promise((r) => setTimeout(r, backoff));
+        continue;
+      }
+      admit(client);
+    }
+  })();
+
+  const stopAccepting = () => {
+    if (!accepting) return;
+    accepting = false;
+    try {
+      listener.close();
+    } catch {
+      // closed
+    }
+  };
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    peer: (port) => byBackendPort.get(port),
+    stats: () => ({ ...stats }),
+    stopAccepting,
+    async close(ms = 0) {
+      stopAccepting();
+      const deadline = Date.now() + ms;
+      while (conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      clearInterval(sweep);
+      for (const c of [...conns]) release(c);
+    },
+  };
+}
+
+/**
+ * Copies `from` to `to` until `from` ends, then half-closes `to`; reuses one
+ * buffer, grown while reads fill it. Says how it ended.
+ */
+async function pipe(
+  c: Conn,
+  from: Deno.TcpConn,
+  to: Deno.TcpConn,
+  buf: Uint8Array | null,
+): Promise<"eof" | "error"> {
+  buf ??= new Uint8Array(MIN_CHUNK);
+  try {
+    while (!c.closed) {
+      const n = await from.read(buf);
+      if (n === null) {
+        await to.closeWrite();
+        return "eof";
+      }
+      c.lastActive = Date.now();
+      await writeAll(to, buf.subarray(0, n));
+      if (n === buf.byteLength && buf.byteLength < MAX_CHUNK) {
+        buf = new Uint8Array(buf.byteLength * 2);
+      }
+    }
+    return "error";
+  } catch {
+    return "error"; // either side went away: the connection is over
+  }
+}
+
+async function writeAll(to: Deno.TcpConn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.byteLength) at += await to.write(data.subarray(at));
+}

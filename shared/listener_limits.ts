@@ -1,0 +1,64 @@
+/**
+ * The limits of every listener cw opens, in one place: the relay's HTTPS and
+ * SSH ports, the node's direct WebSocket port and its unix socket. Each
+ * figure says why it is what it is. Connections are also bounded by the
+ * process's descriptors ({@link connectionBudget}).
+ */
+import { FdBudget, type GuardLimits } from "./guarded_listener.ts";
+
+/**
+ * Relay HTTPS (client API, KV, node links, dial-backs). A browser or CLI
+ * sends its first request within milliseconds of connecting; 10 s covers a
+ * slow TLS handshake over a bad mobile link. Unauthenticated keep-alive
+ * connections are dropped after 60 s of silence (nginx's keepalive_timeout
+ * is 75 s). 32 unauthenticated connections per address leave room for a
+ * NAT full of users while one address cannot hold the port.
+ */
+export const RELAY_HTTP_LIMITS: Omit<GuardLimits, "maxConnections"> = {
+  handshakeMs: 10_000,
+  idleMs: 60_000,
+  perAddress: 32,
+};
+
+/**
+ * Relay SSH gateway: the handshake mark is a successful login. OpenSSH's
+ * LoginGraceTime is 120 s; half of that still lets a person type a password.
+ * OpenSSH starts dropping at 10 unauthenticated connections (MaxStartups);
+ * 16 per address is a little kinder to shared NATs.
+ */
+export const RELAY_SSH_LIMITS: Omit<GuardLimits, "maxConnections"> = {
+  handshakeMs: 60_000,
+  idleMs: 60_000,
+  perAddress: 16,
+};
+
+/** The node's direct WebSocket listener (`cw node --listen`): as the relay's HTTPS port. */
+export const NODE_WS_LIMITS: Omit<GuardLimits, "maxConnections"> = RELAY_HTTP_LIMITS;
+
+/**
+ * Connections at once on the node's unix socket (only its owner can open
+ * it): far above what people and scripts open, far below the descriptors.
+ */
+export const NODE_SOCKET_MAX_CONNECTIONS = 1024;
+
+/**
+ * Descriptors kept back from connections: a quarter of the limit, at least
+ * 32 and at most 2048 — the store, logs, and on a node every session's PTY
+ * and log file (sessions never fail for lack of descriptors because of
+ * connections: see {@link NODE_FD_SHARE}).
+ */
+export function connectionBudget(fdLimit: number, share = 1): FdBudget {
+  const reserve = Math.min(2048, Math.max(32, Math.floor(fdLimit / 4)));
+  return new FdBudget(Math.floor((fdLimit - reserve) * share), 0);
+}
+
+/** A node spends at most half its descriptors on connections; sessions keep the rest. */
+export const NODE_FD_SHARE = 0.5;
+
+/**
+ * A listener's own cap: the descriptors it may use at three per relayed
+ * connection (client, front → server, server side), never above `max`.
+ */
+export function maxConnectionsFor(budget: FdBudget, max = 65_536): number {
+  return Math.max(1, Math.min(max, Math.floor(budget.free / 3)));
+}
