@@ -2,7 +2,7 @@ import { FrameKind, type SessionInfo, type StreamEvent } from "../shared/protoco
 import { CwError } from "../shared/errors.ts";
 import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
-import { exitCodeOf } from "./exit_code.ts";
+import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll } from "./io.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
@@ -100,8 +100,10 @@ export async function attach(
       }
       restore(tty);
       if (result === "lost") {
+        // the node is gone (or unreachable for the whole resume window): the
+        // session's fate is unknown, which reads as "lost" to scripts
         console.error(`\ncw: lost the connection to the node while attached to session ${info.id}`);
-        return 1;
+        return LOST_EXIT_CODE;
       }
       console.error(`\n[session ${info.id} ${describeEnd(result)}]`);
       return exitCodeOf(result);

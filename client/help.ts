@@ -18,7 +18,8 @@ unique among running sessions.`,
     text: `Connect this terminal to a session: history replay, live output and input.
 Detach with Ctrl+B then d; Ctrl+B Ctrl+B sends a literal Ctrl+B.
 --read-only: watch without typing (enforced by the node).
-When the session ends, attach exits with the session's exit code.`,
+When the session ends, attach exits with the session's exit code; when the
+node goes away under it (and, for a remote one, stays away), with 255.`,
   },
   logs: {
     usage: "cw logs SESSION [--tail N] [--follow] [--raw]",
@@ -59,20 +60,28 @@ on loopback), authenticated by the node token that "cw node token" prints
 (--rotate replaces it). "listen", "tlsCert", "tlsKey" in config.json do the same.`,
   },
   server: {
-    usage: "cw server add NAME URL --token TOKEN [--ca-cert FILE] | remove NAME | list [--json]",
+    usage:
+      "cw server add NAME URL --token-file F | --token - [--ca-cert FILE] [--insecure] | remove NAME | list [--json]",
     text: `Save nodes reached directly over WebSocket (no relay); then run any session
-command against one with cw --server NAME COMMAND … (or CW_SERVER=NAME).`,
+command against one with cw --server NAME COMMAND … (or CW_SERVER=NAME).
+The token comes from --token-file F, --token - (first line of stdin), CW_TOKEN,
+or --token TOKEN (visible to other users in ps). URL is wss://; plain ws:// only
+to loopback, or with --insecure when the network to the node is private.`,
   },
   stop: {
     usage: "cw stop",
     text: "Stop the node gracefully: sessions get SIGHUP, metadata is saved.",
   },
   setup: {
-    usage: "cw setup --relay-url URL --invite TOKEN [--name NAME] [--ca-cert FILE] | --remove",
+    usage:
+      "cw setup --relay-url URL --invite-file F | --invite - [--name NAME] [--ca-cert FILE] [--insecure] | --remove",
     text: `Register this node with a relay (name defaults to the hostname), save the
 relay URL, name, credential (0600) and CA in $CW_HOME, and make the node link
 to the relay now. Run again with a new invite to re-register; --remove forgets
-the relay.`,
+the relay. The invite comes from --invite-file F, --invite - (first line of
+stdin), CW_INVITE, or --invite TOKEN (visible to other users in ps). URL is
+https://; plain http:// only to loopback, or with --insecure when the network
+to the relay is private.`,
   },
   nodes: {
     usage: "cw nodes [--json]",
@@ -94,9 +103,10 @@ get prints the value alone (exit 1 if missing); set prints the new version;
     usage:
       "cw relay [--listen ADDR] [--tls-cert F --tls-key F] [--base-url URL] [--data-dir DIR] [--auth-mode token|none]",
     text: `Run the relay, or administer it:
-  cw relay invite [--uses N] [--ttl D] | --list | --revoke TOKEN
+  cw relay invite [--uses N] [--ttl D] | --list | --revoke ID
   cw relay nodes [--json] | --revoke NAME
-Admin commands use --data-dir DIR, or --relay-url URL with CW_RELAY_ADMIN_TOKEN.`,
+Admin commands use --data-dir DIR, or --relay-url URL with the admin token from
+--admin-token-file F, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.`,
   },
 };
 

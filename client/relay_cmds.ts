@@ -7,6 +7,7 @@ import { CwError } from "../shared/errors.ts";
 import type { ErrorCode } from "../shared/protocol.ts";
 import { parseDuration } from "../shared/duration.ts";
 import {
+  assertRelayTransport,
   loadRelayConfig,
   type RelayConfig,
   relayHttpClient,
@@ -15,6 +16,8 @@ import {
 } from "../shared/relay_config.ts";
 import { VERSION } from "../shared/version.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
+import { isCleartextRemote } from "../shared/net.ts";
+import { readSecret } from "../shared/secret_input.ts";
 import { readAll, writeAll } from "./io.ts";
 import type { NodeClient } from "./node_client.ts";
 
@@ -47,9 +50,10 @@ export function requireRelay(home: string): RelayConfig {
   if (!config) {
     throw new CwError(
       "not_found",
-      "This machine is not set up for a relay: run cw setup --relay-url URL --invite TOKEN",
+      "This machine is not set up for a relay: run cw setup --relay-url URL --invite-file FILE",
     );
   }
+  assertRelayTransport(config);
   return config;
 }
 
@@ -86,13 +90,18 @@ export async function throwForStatus(res: Response): Promise<void> {
 
 // ---------------------------------------------------------------- setup
 
-/** `cw setup --relay-url URL --invite TOKEN [--name NAME] [--ca-cert FILE]` or `--remove`. */
+/**
+ * `cw setup --relay-url URL --invite-file F | --invite -|TOKEN [--name NAME]
+ * [--ca-cert FILE] [--insecure]` (or the invite in `CW_INVITE`), or `--remove`.
+ */
 export async function setup(args: string[], home: string, client: NodeClient): Promise<number> {
   const { values, positionals } = parse(args, {
     "relay-url": { type: "string" },
     invite: { type: "string" },
+    "invite-file": { type: "string" },
     name: { type: "string" },
     "ca-cert": { type: "string" },
+    insecure: { type: "boolean" },
     remove: { type: "boolean" },
   });
   if (positionals.length) throw new RelayUsageError(`Unexpected argument "${positionals[0]}"`);
@@ -117,6 +126,18 @@ export async function setup(args: string[], home: string, client: NodeClient): P
       "--relay-url must be an https:// URL (http:// only for a relay on loopback)",
     );
   }
+  const insecure = values.insecure === true;
+  if (!insecure && isCleartextRemote(parsed)) {
+    throw new RelayUsageError(
+      `Refusing to send the invite in clear text to ${parsed.origin}: use an https:// URL, or add --insecure if the network to the relay is private`,
+    );
+  }
+  const invite = await readSecret({
+    flag: "invite",
+    value: values.invite,
+    file: values["invite-file"],
+    envVar: "CW_INVITE",
+  });
   const name = values.name ?? defaultNodeName();
   if (!NODE_NAME_RE.test(name)) {
     throw new RelayUsageError(
@@ -135,21 +156,37 @@ export async function setup(args: string[], home: string, client: NodeClient): P
     }
   }
   const base = parsed.origin;
+  const previous = loadRelayConfig(home);
   ensurePrivateDir(home); // before the invite is spent, so the credential has a home
-  const res = await relayFetch({ url: base, name, credential: "", caCert }, "/api/v1/register", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      invite: values.invite,
-      name,
-      version: VERSION,
-      // proves this node already holds the name, so it may re-register
-      previousCredential: loadRelayConfig(home)?.credential,
-    }),
-  });
-  await throwForStatus(res);
+  const res = await relayFetch(
+    { url: base, name, credential: "", caCert, insecure },
+    "/api/v1/register",
+    {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        invite: invite ?? undefined,
+        name,
+        version: VERSION,
+        // proves this node already holds the name, so it may re-register; only
+        // ever to the relay that issued it
+        previousCredential: previous?.url === base ? previous.credential : undefined,
+      }),
+    },
+  );
+  try {
+    await throwForStatus(res);
+  } catch (err) {
+    // a relay with --auth-mode none needs no invite; any other asks for one
+    if (invite === null && err instanceof CwError && err.code === "bad_request") {
+      throw new RelayUsageError(
+        "Missing the invite: give --invite-file FILE, --invite - (stdin) or CW_INVITE",
+      );
+    }
+    throw err;
+  }
   const { credential } = await res.json();
-  saveRelayConfig(home, { url: base, name, credential, caCert });
+  saveRelayConfig(home, { url: base, name, credential, caCert, insecure });
   await client.request({ op: "relay_reload" });
   // wait (bounded) for the link to come up so the user knows it works
   const deadline = Date.now() + 10_000;

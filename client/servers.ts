@@ -3,8 +3,11 @@ import { parseArgs } from "node:util";
 import { CwError } from "../shared/errors.ts";
 import { loadServers, NODE_NAME_RE, saveServers } from "./targets.ts";
 import { RelayUsageError } from "./relay_cmds.ts";
+import { isCleartextRemote } from "../shared/net.ts";
+import { readSecret } from "../shared/secret_input.ts";
 
-const USAGE = "cw server add NAME URL --token TOKEN [--ca-cert FILE] | remove NAME | list [--json]";
+const USAGE =
+  "cw server add NAME URL --token-file F | --token -|TOKEN [--ca-cert FILE] [--insecure] | remove NAME | list [--json]";
 
 /** Runs a `cw server` subcommand. */
 export async function serverCmd(args: string[], home: string): Promise<number> {
@@ -16,7 +19,9 @@ export async function serverCmd(args: string[], home: string): Promise<number> {
       allowPositionals: true,
       options: {
         token: { type: "string" },
+        "token-file": { type: "string" },
         "ca-cert": { type: "string" },
+        insecure: { type: "boolean" },
         json: { type: "boolean" },
       },
     });
@@ -39,8 +44,22 @@ export async function serverCmd(args: string[], home: string): Promise<number> {
       if (parsedUrl.protocol !== "wss:" && parsedUrl.protocol !== "ws:") {
         throw new RelayUsageError("The URL must be wss://HOST:PORT (ws:// only for loopback)");
       }
-      if (!values.token) {
-        throw new RelayUsageError("Missing --token TOKEN (cw node token prints it on the server)");
+      const insecure = values.insecure === true;
+      if (!insecure && isCleartextRemote(parsedUrl)) {
+        throw new RelayUsageError(
+          `Refusing to send the token in clear text to ${parsedUrl.origin}: use a wss:// URL (cw node --listen with --tls-cert/--tls-key), or add --insecure if the network to it is private`,
+        );
+      }
+      const token = await readSecret({
+        flag: "token",
+        value: values.token,
+        file: values["token-file"],
+        envVar: "CW_TOKEN",
+      });
+      if (token === null) {
+        throw new RelayUsageError(
+          "Missing the token: give --token-file FILE, --token - (stdin) or CW_TOKEN (cw node token prints it on the server)",
+        );
       }
       let caCert: string | null = null;
       if (values["ca-cert"]) {
@@ -51,7 +70,7 @@ export async function serverCmd(args: string[], home: string): Promise<number> {
         }
       }
       const others = servers.filter((s) => s.name !== name);
-      saveServers(home, [...others, { name, url: parsedUrl.href, token: values.token, caCert }]);
+      saveServers(home, [...others, { name, url: parsedUrl.href, token, caCert, insecure }]);
       console.error(
         `${
           others.length === servers.length ? "Added" : "Updated"

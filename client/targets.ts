@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { CwError } from "../shared/errors.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
-import { loadRelayConfig } from "../shared/relay_config.ts";
+import { isCleartextRemote } from "../shared/net.ts";
+import { assertRelayTransport, loadRelayConfig } from "../shared/relay_config.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import { connectWebSocket } from "../shared/ws_client.ts";
 import { localDialer } from "./local.ts";
@@ -44,6 +45,8 @@ export interface ServerEntry {
   url: string;
   token: string;
   caCert: string | null;
+  /** Saved with `--insecure`: plain `ws://` to a host that is not loopback. */
+  insecure?: boolean;
 }
 
 function serversPath(home: string): string {
@@ -127,9 +130,10 @@ export class Targets {
     if (!config) {
       throw new CwError(
         "not_found",
-        `Cannot reach node "${node}": no relay is set up (cw setup --relay-url URL --invite TOKEN)`,
+        `Cannot reach node "${node}": no relay is set up (cw setup --relay-url URL --invite-file FILE)`,
       );
     }
+    assertRelayTransport(config);
     const url = new URL(`/api/v1/nodes/${encodeURIComponent(node)}/connect`, config.url);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     return wsDialer(url, config.credential, config.caCert, `the relay ${config.url}`);
@@ -138,8 +142,15 @@ export class Targets {
   #serverDialer(name: string): Dialer {
     const entry = loadServers(this.#home).find((s) => s.name === name);
     if (!entry) throw new CwError("not_found", `Unknown server "${name}": see cw server list`);
+    const url = new URL(entry.url);
+    if (entry.insecure !== true && isCleartextRemote(url)) {
+      throw new CwError(
+        "forbidden",
+        `Refusing to send the token of server "${name}" in clear text to ${url.origin}: add it again with a wss:// URL (or --insecure if the network to it is private)`,
+      );
+    }
     return wsDialer(
-      new URL(entry.url),
+      url,
       entry.token,
       entry.caCert,
       `server "${name}" (${entry.url})`,

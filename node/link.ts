@@ -1,6 +1,6 @@
 import type { Logger } from "../shared/logger.ts";
 import { Mux } from "../shared/mux.ts";
-import type { RelayConfig } from "../shared/relay_config.ts";
+import { assertRelayTransport, type RelayConfig } from "../shared/relay_config.ts";
 import { connectWebSocket } from "../shared/ws_client.ts";
 import { VERSION } from "../shared/version.ts";
 import type { Duplex } from "../shared/duplex.ts";
@@ -91,6 +91,14 @@ export class RelayLink {
   }
 
   async #run(): Promise<void> {
+    try {
+      assertRelayTransport(this.#config);
+    } catch (err) {
+      // a config from before --insecure existed, or edited by hand: never link
+      this.#set("stopped", (err as Error).message);
+      this.#host.logger.error(`relay link: ${(err as Error).message}`);
+      return;
+    }
     const signal = this.#abort.signal;
     let attempt = 0;
     let restarting = false;

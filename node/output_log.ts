@@ -67,6 +67,22 @@ export class OutputLog {
 }
 
 /**
+ * Bytes the log files of session directory `dir` hold on disk, both files
+ * together; 0 when there are none.
+ */
+export function logSize(dir: string): number {
+  let total = 0;
+  for (const name of [PREVIOUS, CURRENT]) {
+    try {
+      total += Deno.statSync(join(dir, name)).size;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return total;
+}
+
+/**
  * Read access to a session's log files as one byte sequence (previous file
  * first). The files are opened when the reader is made, so a rotation while
  * reading changes nothing; bytes appended later are not seen. Close it.

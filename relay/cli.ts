@@ -3,6 +3,8 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "../shared/duration.ts";
 import { hashSecret, newToken } from "../shared/secrets.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
+import { isCleartextRemote } from "../shared/net.ts";
+import { readSecret } from "../shared/secret_input.ts";
 import { defaultDataDir, relayMain } from "./main.ts";
 import { openKvStore } from "./kv_store.ts";
 import type { RelayStore } from "./store.ts";
@@ -12,10 +14,12 @@ const USAGE = `Usage:
            [--data-dir DIR] [--auth-mode token|none] [--behind-proxy PROXY_IP]
            [--ssh-listen ADDR|off]  (SSH gateway, default 0.0.0.0:2222)
   cw relay invite [--uses N] [--ttl DURATION]      print a new invite token
-  cw relay invite --list | --revoke TOKEN
+  cw relay invite --list | --revoke ID|TOKEN    (ID as --list prints it)
   cw relay nodes [--json] | --revoke NAME
 Admin commands work on --data-dir DIR (default ~/.codewire/relay), or on a
-running relay with --relay-url URL and CW_RELAY_ADMIN_TOKEN.`;
+running relay with --relay-url URL [--ca-cert FILE] and the admin token from
+--admin-token-file FILE, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.
+Plain http:// only to loopback, unless --insecure.`;
 
 /** `cw relay …`: the server itself, or an admin command. */
 export async function relayCommand(args: string[]): Promise<number> {
@@ -47,14 +51,51 @@ function adminFlags() {
     "data-dir": { type: "string" as const },
     "relay-url": { type: "string" as const },
     "ca-cert": { type: "string" as const },
+    "admin-token": { type: "string" as const },
+    "admin-token-file": { type: "string" as const },
+    insecure: { type: "boolean" as const },
     json: { type: "boolean" as const },
   };
 }
 
 async function openAdmin(
-  values: { "data-dir"?: string; "relay-url"?: string; "ca-cert"?: string },
+  values: {
+    "data-dir"?: string;
+    "relay-url"?: string;
+    "ca-cert"?: string;
+    "admin-token"?: string;
+    "admin-token-file"?: string;
+    insecure?: boolean;
+  },
 ): Promise<Admin> {
-  if (values["relay-url"]) return apiAdmin(values["relay-url"], values["ca-cert"]);
+  if (values["relay-url"]) {
+    let url: URL;
+    try {
+      url = new URL(values["relay-url"]);
+    } catch {
+      throw new RangeError(`Invalid --relay-url "${values["relay-url"]}"`);
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      throw new RangeError("--relay-url must be an https:// URL");
+    }
+    if (values.insecure !== true && isCleartextRemote(url)) {
+      throw new RangeError(
+        `Refusing to send the admin token in clear text to ${url.origin}: use an https:// URL, or add --insecure if the network to the relay is private`,
+      );
+    }
+    const token = await readSecret({
+      flag: "admin-token",
+      value: values["admin-token"],
+      file: values["admin-token-file"],
+      envVar: "CW_RELAY_ADMIN_TOKEN",
+    });
+    if (token === null) {
+      throw new RangeError(
+        "--relay-url needs the admin token: --admin-token-file FILE, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN",
+      );
+    }
+    return apiAdmin(url, token, values["ca-cert"]);
+  }
   const dir = values["data-dir"] ?? defaultDataDir();
   ensurePrivateDir(dir);
   return storeAdmin(await openKvStore(join(dir, "relay.kv")));
@@ -80,10 +121,13 @@ function storeAdmin(store: RelayStore): Admin {
         expiresAt: i.expiresAt,
       }));
     },
-    async revokeInvite(token) {
-      return await store.revokeInvite(
-        /^[0-9a-f]{64}$/.test(token) ? token : await hashSecret(token),
+    async revokeInvite(idOrToken) {
+      // an id (a prefix of the hash, as --list prints it) or the token itself
+      const hash = /^[0-9a-f]{16,64}$/.test(idOrToken) ? null : await hashSecret(idOrToken);
+      const match = (await store.listInvites(new Date())).find((i) =>
+        hash === null ? i.tokenHash.startsWith(idOrToken) : i.tokenHash === hash
       );
+      return match !== undefined && await store.revokeInvite(match.tokenHash);
     },
     async listNodes() {
       return (await store.listNodes()).map((n) => ({
@@ -106,9 +150,7 @@ function storeAdmin(store: RelayStore): Admin {
   };
 }
 
-function apiAdmin(url: string, caCert?: string): Admin {
-  const token = Deno.env.get("CW_RELAY_ADMIN_TOKEN");
-  if (!token) throw new RangeError("--relay-url needs the admin token in CW_RELAY_ADMIN_TOKEN");
+function apiAdmin(url: URL, token: string, caCert?: string): Admin {
   const client = caCert
     ? Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(caCert)] })
     : undefined;

@@ -100,6 +100,7 @@ const encoder = new TextEncoder();
  * ```
  */
 export async function openKvStore(path: string): Promise<RelayStore> {
+  makePrivate(path);
   const kv = await Deno.openKv(path);
   try {
     await sweepOrphans(kv);
@@ -108,6 +109,27 @@ export async function openKvStore(path: string): Promise<RelayStore> {
     throw err;
   }
   return new DenoKvStore(kv);
+}
+
+/**
+ * Makes the database file 0600 before SQLite opens it: SQLite gives its
+ * `-wal` and `-shm` files the database file's mode, so all three hold
+ * credentials' hashes and KV values for this user only. Files left wider by
+ * an older relay are narrowed.
+ */
+function makePrivate(path: string): void {
+  if (path === ":memory:") return;
+  Deno.openSync(path, { write: true, create: true, mode: 0o600 }).close();
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number | null;
+    try {
+      mode = Deno.statSync(file).mode;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) continue;
+      throw err;
+    }
+    if (mode !== null && (mode & 0o077) !== 0) Deno.chmodSync(file, 0o600);
+  }
 }
 
 class DenoKvStore implements RelayStore {

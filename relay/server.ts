@@ -626,11 +626,8 @@ export function createRelay(deps: RelayDeps): Relay {
         ["refused", "cw_relay_connections_refused_total", "Connections refused by a cap"],
         ["handshakeTimeouts", "cw_relay_handshake_timeouts_total", "Handshake deadlines hit"],
         ["idleTimeouts", "cw_relay_idle_timeouts_total", "Unauthenticated idle connections closed"],
-        [
-          "acceptErrors",
-          "cw_relay_accept_errors_total",
-          "Failed accepts (e.g. out of descriptors)",
-        ],
+        ["acceptErrors", "cw_relay_accept_errors_total", "Failed accepts (out of descriptors)"],
+        ["evicted", "cw_relay_connections_evicted_total", "Stale handshakes closed for room"],
       ];
       for (const [key, name, help] of gauges) metrics.gauge(name, help, () => read()[key]);
     },

@@ -7,16 +7,20 @@
  *
  * - the accept loop survives `EMFILE`/`ENFILE` (it backs off 5 ms → 1 s and
  *   retries, as Go's net/http does) and any other accept error;
- * - a connection is admitted only while the process's {@link FdBudget} has
- *   descriptors to spare, the listener is under its cap, and its address
- *   has fewer than `perAddress` untrusted connections: new ones are refused,
- *   old ones kept;
+ * - a connection is admitted only while its address has fewer than
+ *   `perAddress` untrusted connections, the listener is under its cap and the
+ *   process's {@link FdBudget} has descriptors to spare; at a cap, the oldest
+ *   connection that has sat for a second without finishing its handshake
+ *   makes room (an idle flood cannot keep legitimate clients out), else the
+ *   newcomer is refused — a connection past its handshake is never dropped
+ *   for a newcomer;
  * - a connection that has not reached the service's handshake mark (its first
  *   HTTP request, SSH authentication) within `handshakeMs` is closed, and so
  *   is an untrusted one idle for `idleMs`; a connection the service trusts
  *   (it authenticated) is exempt from both and from the per-address count;
  * - a peer that only connects costs one descriptor: the loopback hop to the
- *   server is opened when its first byte arrives.
+ *   server is opened when its first byte arrives (at once for a server that
+ *   speaks first).
  *
  * The server finds its client's real address with {@link GuardedListener.peer}
  * from the remote port of the loopback connection it sees; a connection to
@@ -87,6 +91,8 @@ export interface GuardStats {
   handshakeTimeouts: number;
   idleTimeouts: number;
   acceptErrors: number;
+  /** Connections closed before their handshake to make room for a newcomer. */
+  evicted: number;
 }
 
 /** A listening front. */
@@ -116,10 +122,17 @@ export interface GuardOptions {
   backendPort(): number;
   /** An address not held to `perAddress` (the trusted reverse proxy). */
   exemptAddress?: string | null;
+  /**
+   * The server speaks first (SSH's version line): open the loopback hop at
+   * once rather than at the client's first byte.
+   */
+  serverSpeaksFirst?: boolean;
 }
 
 /** Longest back-off after an accept error. */
 const ACCEPT_BACKOFF_MAX_MS = 1000;
+/** A connection without its handshake this long may be closed to admit a new one. */
+const EVICT_AFTER_MS = 1000;
 /** How often deadlines are checked. */
 const SWEEP_MS = 500;
 /** First read buffer; doubled up to {@link MAX_CHUNK} while reads fill it. */
@@ -212,6 +225,7 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
     handshakeTimeouts: 0,
     idleTimeouts: 0,
     acceptErrors: 0,
+    evicted: 0,
   };
   let accepting = true;
 
@@ -242,19 +256,40 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
     opts.logger.warn(`${opts.name}: refused a connection: ${why}`);
   };
 
+  /**
+   * Makes room at the caps by closing the oldest connection that has not
+   * reached its handshake mark in {@link EVICT_AFTER_MS}: an idle flood cannot
+   * keep a legitimate client out, while connections that did their handshake
+   * are never dropped for a newcomer.
+   */
+  const evictStale = (): boolean => {
+    const cutoff = Date.now() - EVICT_AFTER_MS;
+    for (const c of conns) {
+      if (c.acceptedAt > cutoff) return false; // in accept order: the rest are younger
+      if (!c.handshaken && !c.closed) {
+        stats.evicted++;
+        release(c);
+        return true;
+      }
+    }
+    return false;
+  };
+
   const admit = (client: Deno.TcpConn) => {
     const remote = client.remoteAddr as Deno.NetAddr;
     const key = addressKey(remote.hostname);
-    if (conns.size >= limits.maxConnections) {
-      return refuse(client, `${limits.maxConnections} connections open`);
-    }
     if (
       remote.hostname !== opts.exemptAddress &&
       (untrustedBy.get(key) ?? 0) >= limits.perAddress
     ) {
       return refuse(client, `${limits.perAddress} unauthenticated connections from ${key}`);
     }
-    if (!opts.budget.take(1)) return refuse(client, "out of file descriptors for connections");
+    if (conns.size >= limits.maxConnections && !evictStale()) {
+      return refuse(client, `${limits.maxConnections} connections open`);
+    }
+    if (!opts.budget.take(1) && !(evictStale() && opts.budget.take(1))) {
+      return refuse(client, "out of file descriptors for connections");
+    }
     try {
       client.setNoDelay(true); // without it small writes wait ~40 ms for the peer's ACK
     } catch {
@@ -272,7 +307,7 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
 
   const relay = async (c: Conn) => {
     let buf = new Uint8Array(MIN_CHUNK);
-    const first = await c.client.read(buf);
+    const first = opts.serverSpeaksFirst ? 0 : await c.client.read(buf);
     if (first === null || c.closed) return;
     if (!opts.budget.take(FDS_RELAYED - 1)) {
       stats.refused++;
@@ -290,7 +325,7 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
     backend.setNoDelay(true);
     c.backendPort = (backend.localAddr as Deno.NetAddr).port;
     byBackendPort.set(c.backendPort, c);
-    await writeAll(backend, buf.subarray(0, first));
+    if (first > 0) await writeAll(backend, buf.subarray(0, first));
     buf = first === buf.byteLength ? new Uint8Array(MIN_CHUNK * 2) : buf;
     // Each direction half-closes the other side at its end (closing a socket with unread
     // input would send RST and could cut the response the client is still reading);

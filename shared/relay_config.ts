@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { CwError } from "./errors.ts";
+import { isCleartextRemote } from "./net.ts";
 import { writeFileAtomic } from "./paths.ts";
 
 /** What `cw setup` saves: how this node reaches its relay. The file is 0600. */
@@ -12,6 +13,8 @@ export interface RelayConfig {
   credential: string;
   /** PEM of a CA to trust for the relay, when not a public one. */
   caCert: string | null;
+  /** The user accepted plain `http://` to a host that is not loopback (`--insecure`). */
+  insecure?: boolean;
 }
 
 /** Path of the relay config in a data dir. */
@@ -38,12 +41,27 @@ export function loadRelayConfig(home: string): RelayConfig | null {
         name: v.name,
         credential: v.credential,
         caCert: typeof v.caCert === "string" ? v.caCert : null,
+        insecure: v.insecure === true,
       };
     }
   } catch {
     // fall through
   }
   throw new CwError("bad_request", `${relayConfigPath(home)} is damaged; run cw setup again`);
+}
+
+/**
+ * Throws {@link CwError} `forbidden` when the config would send the node
+ * credential in clear text to another host: a plain `http://` URL that is not
+ * loopback, saved without `--insecure` (by hand, or by an older cw).
+ */
+export function assertRelayTransport(config: Pick<RelayConfig, "url" | "insecure">): void {
+  if (!config.insecure && isCleartextRemote(new URL(config.url))) {
+    throw new CwError(
+      "forbidden",
+      `Refusing to send the node credential in clear text to ${config.url}: run cw setup again with an https:// URL (or --insecure if the network to the relay is private)`,
+    );
+  }
 }
 
 /** Saves the relay config atomically with mode 0600. */

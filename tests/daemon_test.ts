@@ -4,7 +4,7 @@
  * a protocol peer sending garbage.
  */
 import assert from "node:assert/strict";
-import { CwHome, waitFor } from "./helpers.ts";
+import { CW_ARGV, CwHome, waitFor, within } from "./helpers.ts";
 import type { SessionInfo } from "../shared/protocol.ts";
 import {
   encodeJson,
@@ -145,6 +145,68 @@ Deno.test("node killed with SIGKILL: sessions become lost, logs stay, ids contin
   assert.equal(attach.code, 1);
   assert.match(attach.stderr, /has been lost/);
   assert.equal(await home.launch(["true"]), 3, "ids are never reused");
+});
+
+Deno.test("node SIGKILLed under a local attach: attach exits 255, the lost session reports its log size", async () => {
+  await using home = new CwHome();
+  // 3 MB of output in short lines, then the session waits
+  const id = await home.launch([
+    "sh",
+    "-c",
+    "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 99; echo; echo printed-all; sleep 300",
+  ]);
+  const dir = `${home.home}/sessions/${id}`;
+  const onDisk = () =>
+    ["output.log", "output.log.1"].reduce((n, f) => {
+      try {
+        return n + Deno.statSync(`${dir}/${f}`).size;
+      } catch {
+        return n;
+      }
+    }, 0);
+  await waitFor("the whole output in the log", async () =>
+    onDisk() > 3_000_000 &&
+    (await home.ok(["logs", String(id), "--tail", "1"])).includes("printed-all"), 20_000);
+
+  // attach with a pipe for stdin (no terminal); its history replay shows it is attached
+  const [cmd, ...pre] = CW_ARGV;
+  const attach = new Deno.Command(cmd, {
+    args: [...pre, "attach", String(id)],
+    env: home.env(),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let shown = "";
+  const reading = (async () => {
+    for await (const chunk of attach.stdout.pipeThrough(new TextDecoderStream())) {
+      shown = (shown + chunk).slice(-1000);
+    }
+  })();
+  const stderr = new Response(attach.stderr).text();
+  await waitFor("the attach to replay the history", () => shown.includes("printed-all"));
+  const pid = home.nodePid()!;
+  Deno.kill(pid, "SIGKILL");
+  const status = await within(attach.status, 10_000, "attach to end after its node died");
+  await reading;
+  assert.equal(status.code, 255, await stderr);
+  assert.equal(
+    (await stderr).trim(),
+    `cw: lost the connection to the node while attached to session ${id}`,
+  );
+  await attach.stdin.close().catch(() => {});
+  await gone(pid);
+
+  const [lost] = await listJson(home); // starts a new node
+  assert.equal(lost.status, "lost");
+  const size = onDisk();
+  assert.ok(size > 3_000_000, `log holds ${size} bytes`);
+  assert.equal(lost.outputBytes, size);
+  const shownByStatus = JSON.parse(await home.ok(["status", String(id), "--json"]));
+  assert.equal(shownByStatus.outputBytes, size);
+  // and again after a restart: the fix is saved, not recomputed from a 0
+  await home.ok(["stop"]);
+  assert.equal((await listJson(home))[0].outputBytes, size);
 });
 
 Deno.test("corrupt metadata is set aside with a warning, never a crash", async () => {

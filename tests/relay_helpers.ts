@@ -101,9 +101,15 @@ export class RelayProcess implements AsyncDisposable {
   static async start(
     dataDir: string,
     certs: TestCerts | null,
-    opts: { port?: number; extra?: string[]; env?: Record<string, string> } = {},
+    opts: {
+      port?: number;
+      extra?: string[];
+      env?: Record<string, string>;
+      /** A command the relay runs under (e.g. `prlimit --nofile=256 --`). */
+      wrap?: string[];
+    } = {},
   ): Promise<RelayProcess> {
-    const [cmd, ...pre] = CW_ARGV;
+    const [cmd, ...pre] = [...(opts.wrap ?? []), ...CW_ARGV];
     const tls = certs ? ["--tls-cert", certs.cert, "--tls-key", certs.key] : [];
     const child = new Deno.Command(cmd, {
       args: [
