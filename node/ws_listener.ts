@@ -5,9 +5,13 @@ import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import { writeFileAtomic } from "../shared/paths.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import type { Duplex } from "../shared/duplex.ts";
-import { serveGuardedHttp } from "../shared/guarded_http.ts";
+import { serveGuardedHttp, upgradeWebSocket } from "../shared/guarded_http.ts";
 import type { FdBudget } from "../shared/guarded_listener.ts";
-import { maxConnectionsFor, NODE_WS_LIMITS } from "../shared/listener_limits.ts";
+import {
+  maxConnectionsFor,
+  NODE_WS_LIMITS,
+  STREAM_MAX_MESSAGE,
+} from "../shared/listener_limits.ts";
 
 /** Where the direct listener's token lives (0600; the owner can print it). */
 export function nodeTokenPath(home: string): string {
@@ -85,7 +89,7 @@ export async function listenWebSocket(
     if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
       return json(400, "bad_request", "Expected a WebSocket upgrade");
     }
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+    const { socket, response } = upgradeWebSocket(req, info.peer, STREAM_MAX_MESSAGE);
     opts.serve(wsDuplex(socket));
     return response;
   });

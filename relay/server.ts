@@ -17,6 +17,8 @@ import { Metrics } from "./metrics.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
 import type { NodeRecord, RelayStore } from "./store.ts";
 import type { GuardStats, Peer } from "../shared/guarded_listener.ts";
+import { upgradeWebSocket } from "../shared/guarded_http.ts";
+import { LINK_MAX_MESSAGE, STREAM_MAX_MESSAGE } from "../shared/listener_limits.ts";
 
 /** Node names: 1-63 of [A-Za-z0-9_-], starting with a letter or digit. */
 export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
@@ -116,6 +118,19 @@ export function createRelay(deps: RelayDeps): Relay {
   );
   metrics.describe("cw_relay_http_requests_total", "HTTP requests by route and status");
   metrics.describe("cw_relay_kv_operations_total", "KV operations by kind");
+
+  /** Throws 400 unless the request asks for a WebSocket. */
+  const expectWebSocket = (c: Context<Env>) => {
+    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
+      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
+    }
+  };
+
+  /** Upgrades to a WebSocket whose messages are at most `maxMessage` bytes (see guarded_http). */
+  const upgrade = (c: Context<Env>, maxMessage: number) => {
+    expectWebSocket(c);
+    return upgradeWebSocket(c.req.raw, peerOf(c), maxMessage);
+  };
 
   /** The connection behind a request (absent under app.request in tests). */
   const peerOf = (c: Context<Env>): Peer | undefined =>
@@ -459,10 +474,8 @@ export function createRelay(deps: RelayDeps): Relay {
     const ticket = c.req.header("x-cw-ticket") ?? "";
     const entry = ticket ? await tickets.claim(ticket, p.node.name) : null;
     if (!entry) throw new HttpError(403, "forbidden", "Invalid, used or expired dial-back ticket");
-    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
-      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
-    }
-    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    expectWebSocket(c);
+    const { socket, response } = upgrade(c, LINK_MAX_MESSAGE);
     socket.addEventListener("open", () => entry.resolve(socket), { once: true });
     return response;
   });
@@ -482,12 +495,10 @@ export function createRelay(deps: RelayDeps): Relay {
     }
     const p = await authenticate(c);
     const name = c.req.param("name") ?? "";
-    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
-      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
-    }
+    expectWebSocket(c);
     const record = deps.authMode === "none" ? null : await deps.store.getNode(name);
     const known = deps.authMode === "none" || record?.revokedAt === null;
-    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    const { socket, response } = upgrade(c, STREAM_MAX_MESSAGE);
     const client = wsDuplex(socket);
     const live = hub.get(name);
     socket.addEventListener("open", () => {
@@ -532,9 +543,7 @@ export function createRelay(deps: RelayDeps): Relay {
       if (deps.authMode === "none") return nodeLinkWithoutAuth(c);
       throw new HttpError(403, "forbidden", "Only a node credential may open a node link");
     }
-    if ((c.req.header("upgrade") ?? "").toLowerCase() !== "websocket") {
-      throw new HttpError(400, "bad_request", "Expected a WebSocket upgrade");
-    }
+    expectWebSocket(c);
     return acceptLink(c, p.node.name);
   });
 
@@ -547,7 +556,7 @@ export function createRelay(deps: RelayDeps): Relay {
   };
 
   const acceptLink = (c: Context<Env>, name: string): Response => {
-    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { idleTimeout: 0 });
+    const { socket, response } = upgrade(c, LINK_MAX_MESSAGE);
     const addr = c.get("addr");
     socket.addEventListener("open", () => {
       const live = {

@@ -1,9 +1,12 @@
 /**
  * An HTTP(S) server behind a {@link listenGuarded} front: Deno.serve runs on a
- * private loopback port (with TLS, when given, so the front only ever sees
- * ciphertext), and the handler gets the real client as `peer`. Requests that
- * reach the private port without the front are refused. Should Deno.serve's
- * own accept loop die, a new one is started on a new private port.
+ * private loopback port (with TLS, when given: Deno cannot close a TLS
+ * connection that never finished its handshake, but the front can close its
+ * TCP side), and the handler gets the real client as `peer` (whose
+ * `webSocket()` is called at an upgrade, so that the front bounds what the
+ * client may send ahead of the server). Requests that reach the private port
+ * without the front are refused. Should Deno.serve's own accept loop die, a new one is started on a
+ * new private port.
  */
 import type { Logger } from "./logger.ts";
 import {
@@ -113,4 +116,29 @@ export async function serveGuardedHttp(
       return f.close(ms);
     },
   };
+}
+
+/**
+ * Upgrades a request to a WebSocket (no idle pings: cw's protocols have their
+ * own) and tells the front how large its messages may be, reporting each one
+ * the server receives so that the front never lets the client get more than
+ * about `maxMessage` bytes ahead. `peer` is absent under `app.request` in tests.
+ */
+export function upgradeWebSocket(
+  req: Request,
+  peer: Peer | undefined,
+  maxMessage: number,
+): { socket: WebSocket; response: Response } {
+  const upgraded = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+  if (peer) {
+    peer.webSocket(maxMessage);
+    upgraded.socket.addEventListener("message", (e) => {
+      const d = e.data;
+      // a string's UTF-8 size is at most three bytes a UTF-16 unit
+      peer.delivered(
+        d instanceof ArrayBuffer ? d.byteLength : d instanceof Blob ? d.size : String(d).length * 3,
+      );
+    });
+  }
+  return upgraded;
 }

@@ -74,8 +74,20 @@ export interface Peer {
   readonly address: string;
   /** The client's port. */
   readonly port: number;
-  /** The service saw its first request: the handshake deadline no longer applies. */
+  /** A request reached the service: the handshake deadline no longer applies. */
   handshakeDone(): void;
+  /**
+   * The connection becomes a WebSocket whose messages are at most
+   * `maxMessage` bytes: from now on the front forwards the client's bytes
+   * only while the server has not more than about that much undelivered
+   * (see {@link WS_HEAD_ALLOWANCE}); the server reports each message with
+   * {@link Peer.delivered}. Deno's WebSocket server would otherwise take a
+   * message of up to 64 MiB into memory, even over TLS where the front
+   * cannot read the frames.
+   */
+  webSocket(maxMessage: number): void;
+  /** The server received a message of `bytes` bytes from this client. */
+  delivered(bytes: number): void;
   /** The peer authenticated: no idle timeout, not counted against its address. */
   trust(): void;
   /** Closes the connection. */
@@ -138,6 +150,12 @@ const SWEEP_MS = 500;
 /** First read buffer; doubled up to {@link MAX_CHUNK} while reads fill it. */
 const MIN_CHUNK = 4 * 1024;
 const MAX_CHUNK = 64 * 1024;
+/** Client bytes before an upgrade that are taken to be its request and TLS handshake. */
+export const WS_HEAD_ALLOWANCE = 72 * 1024;
+/** Undelivered bytes allowed beyond one largest message (frame headers, one read). */
+const WS_SLACK = 128 * 1024;
+/** A WebSocket client held back this long without the server taking a message is cut. */
+const WS_STALL_MS = 30_000;
 /** After one direction ended, how long the other may go on. */
 const LINGER_MS = 5000;
 /** Descriptors a relayed connection holds: the client's, ours to the server, the server's. */
@@ -156,6 +174,13 @@ class Conn implements Peer {
   client: Deno.TcpConn;
   backend: Deno.TcpConn | null = null;
   backendPort = 0;
+  /** Client bytes forwarded to the server in all. */
+  forwarded = 0;
+  /** Forwarded client bytes the server has not delivered as messages (WebSocket only). */
+  undelivered = 0;
+  /** The most undelivered bytes allowed; 0 while not a WebSocket. */
+  window = 0;
+  #wake: (() => void) | null = null;
   #onTrust: (c: Conn) => void;
 
   constructor(client: Deno.TcpConn, onTrust: (c: Conn) => void) {
@@ -169,6 +194,27 @@ class Conn implements Peer {
   handshakeDone(): void {
     this.handshaken = true;
   }
+  webSocket(maxMessage: number): void {
+    this.window = maxMessage + WS_SLACK;
+    // what went before was the upgrade request (and the TLS handshake); beyond
+    // that, bytes a client sent ahead count at once
+    this.undelivered = Math.max(0, this.forwarded - WS_HEAD_ALLOWANCE);
+  }
+  delivered(bytes: number): void {
+    // credit covers the frame header and TLS record overhead generously; the
+    // floor at 0 keeps unused credit from piling up into a big allowance
+    this.undelivered = Math.max(0, this.undelivered - (bytes + 64 + (bytes >> 7)));
+    this.wakeUp();
+  }
+  /** Resolves when the server may take more (or the connection closed). */
+  room(): Promise<void> {
+    return new Promise((r) => this.#wake = r);
+  }
+  wakeUp(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
   trust(): void {
     this.handshaken = true;
     if (this.trusted) return;
@@ -178,6 +224,7 @@ class Conn implements Peer {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.wakeUp();
     for (const c of [this.client, this.backend]) {
       try {
         c?.close();
@@ -325,12 +372,15 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
     backend.setNoDelay(true);
     c.backendPort = (backend.localAddr as Deno.NetAddr).port;
     byBackendPort.set(c.backendPort, c);
-    if (first > 0) await writeAll(backend, buf.subarray(0, first));
+    if (first > 0) {
+      c.forwarded += first;
+      await writeAll(backend, buf.subarray(0, first));
+    }
     buf = first === buf.byteLength ? new Uint8Array(MIN_CHUNK * 2) : buf;
     // Each direction half-closes the other side at its end (closing a socket with unread
     // input would send RST and could cut the response the client is still reading);
     // an error either way, or the second half not ending within LINGER_MS, ends both.
-    const up = pipe(c, c.client, backend, buf);
+    const up = pipe(c, c.client, backend, buf, opts.logger);
     const down = pipe(c, backend, c.client, null);
     const ended = await Promise.race([up, down]);
     if (ended === "error") return;
@@ -413,8 +463,10 @@ async function pipe(
   from: Deno.TcpConn,
   to: Deno.TcpConn,
   buf: Uint8Array | null,
+  logger: Logger | null = null,
 ): Promise<"eof" | "error"> {
   buf ??= new Uint8Array(MIN_CHUNK);
+  const upstream = from === c.client;
   try {
     while (!c.closed) {
       const n = await from.read(buf);
@@ -423,6 +475,17 @@ async function pipe(
         return "eof";
       }
       c.lastActive = Date.now();
+      if (upstream) {
+        // a WebSocket client may not get more than a message ahead of the server
+        if (c.window > 0 && c.undelivered > c.window && !(await waitForRoom(c))) {
+          logger?.warn(
+            `closed a WebSocket from ${c.address}: ${c.undelivered} bytes sent ahead of the server`,
+          );
+          return "error";
+        }
+        c.forwarded += n;
+        if (c.window > 0) c.undelivered += n;
+      }
       await writeAll(to, buf.subarray(0, n));
       if (n === buf.byteLength && buf.byteLength < MAX_CHUNK) {
         buf = new Uint8Array(buf.byteLength * 2);
@@ -434,7 +497,20 @@ async function pipe(
   }
 }
 
-async function writeAll(to: Deno.TcpConn, data: Uint8Array): Promise<void> {
+/** Waits until the server took the client's messages; false after {@link WS_STALL_MS}. */
+async function waitForRoom(c: Conn): Promise<boolean> {
+  const deadline = Date.now() + WS_STALL_MS;
+  while (c.undelivered > c.window && !c.closed) {
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([c.room(), new Promise((r) => timer = setTimeout(r, left))]);
+    clearTimeout(timer);
+  }
+  return !c.closed;
+}
+
+async function writeAll(to: Deno.Conn, data: Uint8Array): Promise<void> {
   let at = 0;
   while (at < data.byteLength) at += await to.write(data.subarray(at));
 }

@@ -5,6 +5,22 @@
  * process's descriptors ({@link connectionBudget}).
  */
 import { FdBudget, type GuardLimits } from "./guarded_listener.ts";
+import { MUX_MAX_DATA, MUX_MAX_JSON } from "./mux.ts";
+import { MAX_FRAME_PAYLOAD } from "./protocol.ts";
+
+/**
+ * Largest WebSocket message on a node link or a dial-back: a link frame is
+ * at most 5 + 64 KiB (shared/mux.ts), a dial-back message 1 + 64 KiB
+ * (shared/dialback.ts). Deno's own limit is 64 MiB, all held in memory.
+ */
+export const LINK_MAX_MESSAGE = 2 * Math.max(MUX_MAX_DATA, MUX_MAX_JSON);
+
+/**
+ * Largest WebSocket message of a node-protocol stream (a client's
+ * `/api/v1/nodes/NAME/connect`, a node's direct listener): one frame of at
+ * most {@link MAX_FRAME_PAYLOAD} plus its header, with room to spare.
+ */
+export const STREAM_MAX_MESSAGE = MAX_FRAME_PAYLOAD + 64 * 1024;
 
 /**
  * Relay HTTPS (client API, KV, node links, dial-backs). A browser or CLI

@@ -193,6 +193,12 @@ async function healthz(relay: RelayProcess, client: Deno.HttpClient): Promise<nu
   return performance.now() - t0;
 }
 
+/** A process's resident size (ps: Deno cannot read another process's /proc). */
+function rssKiB(pid: number): number {
+  const out = new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)] }).outputSync();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
 function processAlive(pid: number): boolean {
   try {
     Deno.kill(pid, "SIGCONT");
@@ -446,6 +452,24 @@ Deno.test({
       }
       await healthz(relay, client);
       assert.match(await alpha.ok(["list", "alpha"]), /sh/);
+
+      // oversized messages in parallel: Deno would hold each (up to 64 MiB) whole in memory;
+      // the front lets no client get more than one largest message ahead of the server
+      const before = rssKiB(relay.pid);
+      const big = await Promise.all(Array.from({ length: HEAVY ? 16 : 6 }, async () => {
+        const ws = await connectWebSocket(wss("/api/v1/nodes/alpha/connect"), {
+          headers: { authorization: `Bearer ${credential}` },
+          caCerts: [Deno.readTextFileSync(certs.ca)],
+        });
+        ws.send(new Uint8Array(48 * 1024 * 1024));
+        return ws;
+      }));
+      await new Promise((r) => setTimeout(r, 3000));
+      const under = rssKiB(relay.pid);
+      big.forEach((ws) => ws.close());
+      console.log(`relay RSS: ${before >> 10} MiB before, ${under >> 10} MiB under big messages`);
+      assert.ok(under - before < 64 * 1024, `relay grew ${(under - before) >> 10} MiB`);
+      await healthz(relay, client);
 
       // the node's direct listener
       const listenHome = alpha;
