@@ -1,6 +1,6 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh]`),
- * in four parts, each printing a table with PASS/MISS per target and writing its
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile]`),
+ * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
  * - standalone (this file): keystroke echo and output throughput through
@@ -14,7 +14,10 @@
  *   a loopback relay, beside the local commands.
  * - ssh (bench/ssh.ts): `ssh dev-1@relay` through the SSH gateway beside a
  *   real OpenSSH sshd on loopback: connect, keystroke echo, `cat` throughput
- *   with and without a PTY.
+ *   with and without a PTY;
+ * - hostile (bench/hostile.ts): idle-connection floods on every listener at
+ *   the machine's descriptor limit: connections held, a legitimate request's
+ *   latency during each, relay and node RSS before/under/after.
  *
  * All on this machine, in one run. It is a report, not a test: a MISS does
  * not fail the run; an error does.
@@ -55,6 +58,7 @@ import {
 import { DEFAULT_NODES, runRelayBench } from "./bench/relay.ts";
 import { runRemoteBench } from "./bench/remote.ts";
 import { runSshBench } from "./bench/ssh.ts";
+import { runHostileBench } from "./bench/hostile.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -485,7 +489,7 @@ async function runStandalone(): Promise<void> {
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
 }
 
-const PARTS = ["standalone", "relay", "remote", "ssh"] as const;
+const PARTS = ["standalone", "relay", "remote", "ssh", "hostile"] as const;
 
 async function main(args: string[]): Promise<number> {
   let values;
@@ -513,6 +517,7 @@ async function main(args: string[]): Promise<number> {
     relay: () => runRelayBench(nodes),
     remote: runRemoteBench,
     ssh: runSshBench,
+    hostile: runHostileBench,
   };
   for (const part of PARTS) {
     if (only !== "all" && only !== part) continue;

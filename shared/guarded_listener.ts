@@ -39,6 +39,11 @@ export interface GuardLimits {
   perAddress: number;
   /** Connections at once on this listener. */
   maxConnections: number;
+  /**
+   * Connections at once that have not authenticated: what an idle flood can
+   * hold (each costs ~11 KiB of memory and a descriptor or three).
+   */
+  maxUntrusted: number;
 }
 
 /**
@@ -148,7 +153,7 @@ const EVICT_AFTER_MS = 1000;
 /** How often deadlines are checked. */
 const SWEEP_MS = 500;
 /** First read buffer; doubled up to {@link MAX_CHUNK} while reads fill it. */
-const MIN_CHUNK = 4 * 1024;
+const MIN_CHUNK = 1024;
 const MAX_CHUNK = 64 * 1024;
 /** Client bytes before an upgrade that are taken to be its request and TLS handshake. */
 export const WS_HEAD_ALLOWANCE = 72 * 1024;
@@ -333,6 +338,9 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
     }
     if (conns.size >= limits.maxConnections && !evictStale()) {
       return refuse(client, `${limits.maxConnections} connections open`);
+    }
+    if (stats.untrusted >= limits.maxUntrusted && !evictStale()) {
+      return refuse(client, `${limits.maxUntrusted} unauthenticated connections open`);
     }
     if (!opts.budget.take(1) && !(evictStale() && opts.budget.take(1))) {
       return refuse(client, "out of file descriptors for connections");
