@@ -85,10 +85,18 @@ export async function serveGuardedHttp(
       });
     });
     backendPort = await ready.promise;
-    server.finished.catch((err) => {
+    server.finished.catch(async (err) => {
       if (stopping) return;
       opts.logger.error(`${opts.name}: the HTTP server stopped (${err}); starting a new one`);
-      start().catch((e) => opts.logger.error(`${opts.name}: cannot restart: ${e}`));
+      // out of descriptors, a new one may not start at once either: keep trying
+      for (let delay = 50; !stopping; delay = Math.min(delay * 2, 2000)) {
+        try {
+          return await start();
+        } catch (e) {
+          opts.logger.error(`${opts.name}: cannot restart (${e}); retrying in ${delay} ms`);
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
     });
   };
   await start();
