@@ -168,7 +168,10 @@ export function checkHello(frame: Frame | null): Hello {
   if (frame.value.version !== PROTOCOL_VERSION) {
     throw new CwError(
       "unsupported_version",
-      `Protocol version ${frame.value.version} is not supported (this is ${PROTOCOL_VERSION})`,
+      // the peer's value is shown as JSON: a hostile object must not throw here
+      `Protocol version ${
+        JSON.stringify(frame.value.version)?.slice(0, 40)
+      } is not supported (this is ${PROTOCOL_VERSION})`,
     );
   }
   return frame.value as unknown as Hello;

@@ -335,7 +335,8 @@ export class Mux {
         return;
       case MuxType.GOAWAY: {
         const v = parseJson(f.payload);
-        this.#handlers.onGoaway?.(String(v.reason ?? ""), String(v.message ?? ""));
+        const text = (x: unknown) => typeof x === "string" ? x : "";
+        this.#handlers.onGoaway?.(text(v.reason), text(v.message));
         return;
       }
       case MuxType.CONTROL:

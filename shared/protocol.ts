@@ -116,6 +116,7 @@ export type ErrorCode =
   | "command_not_found"
   | "dir_not_found"
   | "not_running"
+  | "input_blocked"
   | "spawn_failed"
   | "shutting_down"
   | "unsafe_data_dir"
@@ -281,39 +282,84 @@ export function encodeJson(kind: FrameKind, value: unknown): Uint8Array {
  * which the decoder must not be used again.
  */
 export class FrameDecoder {
+  /** Bytes of an incomplete frame, at [#start, #end); room to append after #end. */
   #buf: Uint8Array = new Uint8Array(0);
+  #start = 0;
+  #end = 0;
 
-  /** Appends bytes and returns every frame that is now complete. */
+  /**
+   * Appends bytes and returns every frame that is now complete. Payloads are
+   * views, never copies: the decoder only writes past what it handed out (a
+   * buffer that is full is replaced, not reused). Held bytes go into a buffer
+   * sized for the whole frame once its header is known, so each byte is
+   * copied at most about twice however finely a peer splits its frames
+   * (joining on every chunk let a slow drip of a 1 MiB frame cost minutes of CPU).
+   */
   push(chunk: Uint8Array): Frame[] {
-    if (this.#buf.byteLength === 0) {
-      this.#buf = chunk;
-    } else {
-      const joined = new Uint8Array(this.#buf.byteLength + chunk.byteLength);
-      joined.set(this.#buf);
-      joined.set(chunk, this.#buf.byteLength);
-      this.#buf = joined;
-    }
     const frames: Frame[] = [];
-    let pos = 0;
-    while (this.#buf.byteLength - pos >= HEADER_SIZE) {
-      const view = new DataView(this.#buf.buffer, this.#buf.byteOffset + pos, HEADER_SIZE);
-      const len = view.getUint32(0);
-      const kind = view.getUint8(4);
-      checkHeader(kind, len);
-      if (this.#buf.byteLength - pos < HEADER_SIZE + len) break;
-      // a view, not a copy: pushed chunks are never written to afterwards
-      const payload = this.#buf.subarray(pos + HEADER_SIZE, pos + HEADER_SIZE + len);
-      frames.push(decodePayload(kind as FrameKind, payload));
-      pos += HEADER_SIZE + len;
+    if (this.#start === this.#end) {
+      // nothing held: decode straight from the chunk
+      const used = decodeFrames(chunk, frames);
+      if (used < chunk.byteLength) this.#hold(chunk.subarray(used));
+      return frames;
     }
-    this.#buf = pos === 0 ? this.#buf : this.#buf.slice(pos);
+    this.#append(chunk);
+    this.#start += decodeFrames(this.#buf.subarray(this.#start, this.#end), frames);
+    if (this.#start === this.#end) {
+      this.#buf = new Uint8Array(0);
+      this.#start = this.#end = 0;
+    }
     return frames;
   }
 
   /** Bytes held for an incomplete frame. */
   get pending(): number {
-    return this.#buf.byteLength;
+    return this.#end - this.#start;
   }
+
+  #hold(rest: Uint8Array): void {
+    this.#buf = new Uint8Array(Math.max(wholeFrame(rest), 256));
+    this.#buf.set(rest);
+    this.#start = 0;
+    this.#end = rest.byteLength;
+  }
+
+  #append(chunk: Uint8Array): void {
+    if (this.#end + chunk.byteLength > this.#buf.byteLength) {
+      const held = this.#buf.subarray(this.#start, this.#end);
+      const need = held.byteLength + chunk.byteLength;
+      const next = new Uint8Array(Math.max(need, wholeFrame(held), 2 * held.byteLength));
+      next.set(held);
+      this.#buf = next;
+      this.#start = 0;
+      this.#end = held.byteLength;
+    }
+    this.#buf.set(chunk, this.#end);
+    this.#end += chunk.byteLength;
+  }
+}
+
+/** The size of the frame starting at `data[0]`, once its header is there; else 0. */
+function wholeFrame(data: Uint8Array): number {
+  if (data.byteLength < HEADER_SIZE) return 0;
+  return HEADER_SIZE + new DataView(data.buffer, data.byteOffset, 4).getUint32(0);
+}
+
+/** Decodes the whole frames at the start of `data` into `frames`; returns the bytes used. */
+function decodeFrames(data: Uint8Array, frames: Frame[]): number {
+  let pos = 0;
+  while (data.byteLength - pos >= HEADER_SIZE) {
+    const view = new DataView(data.buffer, data.byteOffset + pos, HEADER_SIZE);
+    const len = view.getUint32(0);
+    const kind = view.getUint8(4);
+    checkHeader(kind, len);
+    if (data.byteLength - pos < HEADER_SIZE + len) break;
+    frames.push(
+      decodePayload(kind as FrameKind, data.subarray(pos + HEADER_SIZE, pos + HEADER_SIZE + len)),
+    );
+    pos += HEADER_SIZE + len;
+  }
+  return pos;
 }
 
 function checkHeader(kind: number, len: number): void {

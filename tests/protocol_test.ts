@@ -140,6 +140,18 @@ Deno.test("codec: random bytes either decode or raise ProtocolError, nothing els
   assert.ok(errors > 1000, `expected many rejections, got ${errors}`);
 });
 
+Deno.test("codec: a 1 MiB frame dripped one byte at a time decodes in linear time", () => {
+  // joining everything held on every chunk made this quadratic: ~85 s of CPU for one slow peer
+  const payload = new Uint8Array(MAX_FRAME_PAYLOAD).map((_, i) => i * 7);
+  const wire = encodeFrame(FrameKind.DATA, payload);
+  const dec = new FrameDecoder();
+  const frames: Frame[] = [];
+  for (let i = 0; i < wire.byteLength; i++) frames.push(...dec.push(wire.subarray(i, i + 1)));
+  assert.equal(frames.length, 1);
+  assert.deepEqual((frames[0] as { bytes: Uint8Array }).bytes, payload);
+  assert.equal(dec.pending, 0);
+});
+
 Deno.test("codec: oversized and unknown frames are rejected from the header alone", () => {
   const header = (len: number, kind: number) => {
     const b = new Uint8Array(HEADER_SIZE);
