@@ -3,6 +3,7 @@ import { Mux } from "../shared/mux.ts";
 import { assertRelayTransport, type RelayConfig } from "../shared/relay_config.ts";
 import { connectWebSocket } from "../shared/ws_client.ts";
 import { VERSION } from "../shared/version.ts";
+import { DIALBACK_FEATURES } from "../shared/dialback.ts";
 import type { Duplex } from "../shared/duplex.ts";
 
 /** Longest wait between reconnect attempts. */
@@ -186,7 +187,12 @@ export class RelayLink {
         }, { role: "dial" });
         this.#mux = mux;
         const report = () =>
-          mux.control({ type: "status", version: VERSION, sessions: this.#host.sessions() });
+          mux.control({
+            type: "status",
+            version: VERSION,
+            sessions: this.#host.sessions(),
+            features: DIALBACK_FEATURES,
+          });
         report();
         timers.status = setInterval(report, STATUS_INTERVAL_MS);
       };

@@ -1,6 +1,7 @@
 import { fileURLToPath as fromFileUrl } from "node:url";
 import type { FromWorker, ToWorker } from "./pty_messages.ts";
 import { CwError } from "../shared/errors.ts";
+import { PTY_INPUT_MAX } from "./limits.ts";
 
 /** What the host needs to start a PTY. */
 export interface PtySpawn {
@@ -16,6 +17,20 @@ export interface PtySpawn {
 export interface PtyHandlers {
   onData(data: Uint8Array): void;
   onExit(exitCode: number, signal: number): void;
+  /** The program's side took `bytes` more input (for writers that acknowledge it). */
+  onInputTaken?(bytes: number): void;
+}
+
+/** A write waiting for room in a PTY's input. */
+interface InputWaiter {
+  data: Uint8Array;
+  done(posted: boolean): void;
+}
+
+/** Input of one PTY: bytes posted and not yet taken, and writers waiting for room. */
+interface PtyInput {
+  pending: number;
+  waiting: InputWaiter[];
 }
 
 /**
@@ -25,8 +40,10 @@ export interface PtyHandlers {
 export class PtyHost {
   #worker: Worker;
   #ready: Promise<void>;
+  #isReady = false;
   #handlers = new Map<number, PtyHandlers>();
   #pending = new Map<number, { resolve(pid: number): void; reject(err: Error): void }>();
+  #inputs = new Map<number, PtyInput>();
 
   /** Starts the worker with narrow permissions. */
   constructor() {
@@ -53,6 +70,7 @@ export class PtyHost {
       this.#worker.onmessage = (e: MessageEvent<FromWorker>) => {
         if (e.data.t === "ready") {
           this.#worker.onmessage = (m: MessageEvent<FromWorker>) => this.#onMessage(m.data);
+          this.#isReady = true;
           resolve();
         }
       };
@@ -66,7 +84,9 @@ export class PtyHost {
 
   /** Spawns a PTY for session `id`; resolves with the child's pid. */
   async spawn(id: number, opts: PtySpawn, handlers: PtyHandlers): Promise<number> {
-    await this.#ready;
+    // once the worker is up, the spawn is posted before this returns: input
+    // written right after it (an SSH client's first bytes) lands in the PTY
+    if (!this.#isReady) await this.#ready;
     this.#handlers.set(id, handlers);
     const pid = new Promise<number>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
@@ -75,9 +95,44 @@ export class PtyHost {
     return await pid;
   }
 
-  /** Writes input to a PTY. */
-  write(id: number, data: Uint8Array): void {
-    this.#post({ t: "write", id, data });
+  /**
+   * Writes input to PTY `id` once it has room: at most {@link PTY_INPUT_MAX}
+   * bytes (or one larger write) wait for its program at a time, and writers
+   * take turns in order. Resolves true once the bytes went to the PTY, false
+   * when they were dropped because the PTY ended or `signal` aborted first.
+   */
+  write(id: number, data: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+    if (!this.#handlers.has(id) || signal?.aborted) return Promise.resolve(false);
+    let input = this.#inputs.get(id);
+    if (!input) this.#inputs.set(id, input = { pending: 0, waiting: [] });
+    if (input.waiting.length === 0 && fits(input, data.byteLength)) {
+      this.#postInput(id, input, data);
+      return Promise.resolve(true);
+    }
+    const queue = input.waiting;
+    return new Promise<boolean>((resolve) => {
+      const waiter: InputWaiter = {
+        data,
+        done: (posted) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(posted);
+        },
+      };
+      const onAbort = () => {
+        const at = queue.indexOf(waiter);
+        if (at === -1) return;
+        queue.splice(at, 1);
+        waiter.done(false);
+        this.#admit(id); // the next writer may fit now
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      queue.push(waiter);
+    });
+  }
+
+  /** Bytes of input posted to PTY `id` that its program has not taken yet. */
+  inputPending(id: number): number {
+    return this.#inputs.get(id)?.pending ?? 0;
   }
 
   /** Resizes a PTY. */
@@ -99,6 +154,29 @@ export class PtyHost {
     this.#worker.postMessage(msg);
   }
 
+  #postInput(id: number, input: PtyInput, data: Uint8Array): void {
+    input.pending += data.byteLength;
+    this.#post({ t: "write", id, data });
+  }
+
+  /** Posts the waiting writes that fit now, in order. */
+  #admit(id: number): void {
+    const input = this.#inputs.get(id);
+    if (!input) return;
+    while (input.waiting.length > 0 && fits(input, input.waiting[0].data.byteLength)) {
+      const waiter = input.waiting.shift()!;
+      this.#postInput(id, input, waiter.data);
+      waiter.done(true);
+    }
+  }
+
+  /** The PTY is gone: waiting writes are dropped. */
+  #dropInput(id: number): void {
+    const input = this.#inputs.get(id);
+    this.#inputs.delete(id);
+    for (const waiter of input?.waiting ?? []) waiter.done(false);
+  }
+
   #onMessage(msg: FromWorker): void {
     switch (msg.t) {
       case "spawned":
@@ -107,6 +185,7 @@ export class PtyHost {
         break;
       case "spawn_error":
         this.#handlers.delete(msg.id);
+        this.#dropInput(msg.id);
         this.#pending.get(msg.id)?.reject(new CwError("spawn_failed", msg.message));
         this.#pending.delete(msg.id);
         break;
@@ -114,14 +193,28 @@ export class PtyHost {
         this.#handlers.get(msg.id)?.onData(msg.data);
         this.#post({ t: "ack", id: msg.id });
         break;
+      case "input_taken": {
+        const input = this.#inputs.get(msg.id);
+        if (!input) break; // the PTY is gone
+        input.pending = Math.max(0, input.pending - msg.bytes);
+        this.#handlers.get(msg.id)?.onInputTaken?.(msg.bytes);
+        this.#admit(msg.id);
+        break;
+      }
       case "exit": {
         const h = this.#handlers.get(msg.id);
         this.#handlers.delete(msg.id);
+        this.#dropInput(msg.id);
         h?.onExit(msg.exitCode, msg.signal);
         break;
       }
     }
   }
+}
+
+/** Whether `n` more bytes of input fit; one write larger than the bound goes alone. */
+function fits(input: PtyInput, n: number): boolean {
+  return input.pending === 0 || input.pending + n <= PTY_INPUT_MAX;
 }
 
 /**

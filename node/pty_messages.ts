@@ -12,6 +12,7 @@ export type ToWorker =
     cols: number;
     rows: number;
   }
+  /** Input; the worker answers `input_taken` once the kernel has taken all of it. */
   | { t: "write"; id: number; data: Uint8Array }
   | { t: "resize"; id: number; cols: number; rows: number }
   | { t: "close"; id: number }
@@ -26,4 +27,10 @@ export type FromWorker =
   | { t: "spawned"; id: number; pid: number }
   | { t: "spawn_error"; id: number; message: string }
   | { t: "data"; id: number; data: Uint8Array }
+  /**
+   * The kernel took the `bytes` of one `write` (or they were dropped: the PTY
+   * is gone). Input not yet taken is what a PTY holds for a program that does
+   * not read; the main thread bounds it (node/limits.ts PTY_INPUT_MAX).
+   */
+  | { t: "input_taken"; id: number; bytes: number }
   | { t: "exit"; id: number; exitCode: number; signal: number };

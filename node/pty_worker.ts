@@ -7,10 +7,18 @@
  */
 import { type IPty, spawn } from "@lydell/node-pty";
 import type { FromWorker, ToWorker } from "./pty_messages.ts";
+import { PTY_MAX_SIZE } from "./limits.ts";
+
+/** node-pty's master socket: its own `write` takes a callback (node-pty's does not). */
+interface MasterSocket {
+  write(data: Uint8Array, done: (err?: unknown) => void): boolean;
+}
 
 /** A PTY and its output not yet handed to the main thread. */
 interface Pty {
   pty: IPty;
+  /** Where input goes; null if this node-pty build hides it (then input counts as taken at once). */
+  socket: MasterSocket | null;
   /** Output read while a `data` message is unacknowledged. */
   held: Uint8Array[];
   heldBytes: number;
@@ -85,6 +93,7 @@ function onSpawn(msg: Extract<ToWorker, { t: "spawn" }>): void {
   }
   const entry: Pty = {
     pty,
+    socket: masterSocket(pty),
     held: [],
     heldBytes: 0,
     inFlight: false,
@@ -117,25 +126,64 @@ function onSpawn(msg: Extract<ToWorker, { t: "spawn" }>): void {
   post({ t: "spawned", id: msg.id, pid: pty.pid });
 }
 
+/**
+ * node-pty writes input with `this._socket.write(data)` and no callback, so
+ * nothing would tell when the kernel took it; the same socket's write with a
+ * callback does. Private to node-pty, hence checked, and only used here.
+ */
+function masterSocket(pty: IPty): MasterSocket | null {
+  const socket = (pty as unknown as { _socket?: Partial<MasterSocket> })._socket;
+  return typeof socket?.write === "function" ? socket as MasterSocket : null;
+}
+
+/**
+ * Writes input; `input_taken` follows once the kernel took all of it (or it
+ * was dropped). Until then the bytes sit in the socket's queue: what the main
+ * thread counts against the PTY's input bound.
+ */
+function onWrite(id: number, data: Uint8Array): void {
+  const taken = () => post({ t: "input_taken", id, bytes: data.byteLength });
+  const entry = ptys.get(id);
+  if (!entry) return taken(); // exited meanwhile: nobody will read it
+  try {
+    if (entry.socket) entry.socket.write(data, taken);
+    else {
+      // node-pty takes a string or Buffer; a Uint8Array is written as bytes
+      entry.pty.write(data as unknown as string);
+      taken();
+    }
+  } catch {
+    taken(); // the PTY closed between the message and now
+  }
+}
+
+/** A size the kernel and programs can use: node-pty takes any positive number. */
+function cells(n: number, fallback: number): number {
+  return Number.isFinite(n) ? Math.min(Math.max(Math.trunc(n), 1), PTY_MAX_SIZE) : fallback;
+}
+
 self.onmessage = (event: MessageEvent<ToWorker>) => {
   const msg = event.data;
   switch (msg.t) {
     case "spawn":
-      onSpawn(msg);
+      onSpawn({ ...msg, cols: cells(msg.cols, 80), rows: cells(msg.rows, 24) });
       break;
     case "write":
-      // node-pty takes a string or Buffer; a Uint8Array is written as bytes
-      ptys.get(msg.id)?.pty.write(msg.data as unknown as string);
+      onWrite(msg.id, msg.data);
       break;
     case "resize":
       try {
-        ptys.get(msg.id)?.pty.resize(msg.cols, msg.rows);
+        ptys.get(msg.id)?.pty.resize(cells(msg.cols, 80), cells(msg.rows, 24));
       } catch {
         // the PTY closed between the message and now
       }
       break;
     case "close":
-      ptys.get(msg.id)?.pty.kill("SIGHUP");
+      try {
+        ptys.get(msg.id)?.pty.kill("SIGHUP");
+      } catch {
+        // already exited; its exit is on the way
+      }
       break;
     case "ack":
       onAck(msg.id);

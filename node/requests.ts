@@ -1,5 +1,6 @@
 import { CwError } from "../shared/errors.ts";
 import { OPS, type Request, SESSION_STATUSES, type SessionStatus } from "../shared/protocol.ts";
+import { PTY_MAX_SIZE } from "./limits.ts";
 
 /**
  * Checks a REQUEST payload field by field and returns it typed. Throws
@@ -122,7 +123,9 @@ class Fields {
   }
   size(key: string): number | undefined {
     const n = this.count(key);
-    if (n !== undefined && (n < 1 || n > 10000)) throw bad(`Field "${key}" must be 1-10000`);
+    if (n !== undefined && (n < 1 || n > PTY_MAX_SIZE)) {
+      throw bad(`Field "${key}" must be 1-${PTY_MAX_SIZE}`);
+    }
     return n;
   }
   window(key: string): number | undefined {

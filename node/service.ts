@@ -1,5 +1,5 @@
 import type { Duplex } from "../shared/duplex.ts";
-import { CwError } from "../shared/errors.ts";
+import { CwError, isPeerGone } from "../shared/errors.ts";
 import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
 import {
   DATA_CHUNK,
@@ -13,6 +13,7 @@ import {
   type StreamEvent,
 } from "../shared/protocol.ts";
 import type { Logger } from "../shared/logger.ts";
+import { MAX_SEND_BYTES, PTY_MAX_SIZE, SEND_ROOM_WAIT_MS } from "./limits.ts";
 import { LogReader } from "./output_log.ts";
 import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
@@ -22,8 +23,6 @@ import type { SessionManager } from "./sessions.ts";
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Lines of output `status` includes by default. */
 const STATUS_LINES = 10;
-/** Input accepted in one `send` request, in bytes. */
-const MAX_SEND_BYTES = 128 * 1024;
 
 /** What the service needs from the daemon around it. */
 export interface ServiceHost {
@@ -58,6 +57,7 @@ export class SessionService {
    */
   async serve(duplex: Duplex, opts: { local?: boolean } = {}): Promise<void> {
     const conn = new FramedConn(duplex);
+    let op = "handshake";
     try {
       const hello = await withTimeout(conn.next(), HANDSHAKE_TIMEOUT_MS, "handshake");
       checkHello(hello);
@@ -67,10 +67,15 @@ export class SessionService {
       if (frame.kind !== FrameKind.REQUEST) {
         throw new CwError("protocol_error", `Expected a REQUEST frame, got kind ${frame.kind}`);
       }
-      await this.#dispatch(conn, parseRequest(frame.value), opts.local === true);
+      const req = parseRequest(frame.value);
+      op = req.op;
+      await this.#dispatch(conn, req, opts.local === true);
     } catch (err) {
       if (err instanceof CwError || err instanceof ProtocolError) {
         await conn.sendError(err.code, err.message);
+      } else if (isPeerGone(err)) {
+        // a client that leaves mid-answer (`cw logs | head`, a closed laptop) is no bug
+        this.#host.logger.info(`${op}: the client went away (${(err as Error).message})`);
       } else if (!conn.closed) {
         this.#host.logger.error(`request failed: ${(err as Error)?.stack ?? err}`);
         await conn.sendError("internal", `Internal error: ${(err as Error)?.message ?? err}`);
@@ -125,7 +130,18 @@ export class SessionService {
         if (data.byteLength > MAX_SEND_BYTES) {
           throw new CwError("bad_request", `At most ${MAX_SEND_BYTES} bytes per send request`);
         }
-        m.write(s, data);
+        // a program that reads gets the input at once; one that does not is reported, not fed
+        if (!(await m.write(s, data, AbortSignal.timeout(SEND_ROOM_WAIT_MS)))) {
+          if (!s.running) {
+            throw new CwError("not_running", `Cannot send to session "${s.meta.id}": it has ended`);
+          }
+          throw new CwError(
+            "input_blocked",
+            `Session ${s.meta.id} is not reading its input (${
+              mebibytes(m.inputPending(s))
+            } waiting)`,
+          );
+        }
         return respond({ session: s.info(), bytes: data.byteLength });
       }
       case "wait":
@@ -197,7 +213,8 @@ export class SessionService {
     const input = readClient(conn, credit, (frame) => {
       // read-only is enforced here, in the node: input and resizes go nowhere
       if (readOnly) return;
-      if (frame.kind === FrameKind.DATA) m.write(s, frame.bytes);
+      // resolves when the PTY had room; dropped only if this client leaves first
+      if (frame.kind === FrameKind.DATA) return m.write(s, frame.bytes, stop.signal);
       else if (frame.kind === FrameKind.EVENT) {
         onEvent(frame, (cols, rows) => m.resize(s, cols, rows));
       } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
@@ -244,17 +261,33 @@ export class SessionService {
 /**
  * Reads what a streaming client sends until it goes away: output
  * acknowledgements feed `credit`, every other frame goes to `onFrame`.
+ *
+ * Input is backpressure, not a queue: `onFrame` returns a promise for DATA
+ * that must wait for room (a program that does not read its input). While one
+ * waits, acknowledgements and events are still read; the next DATA frame is
+ * held until it is written, so no more is read from this client — its
+ * transport (unix socket, WebSocket, link window) holds it back, bounded,
+ * and nothing else on the node waits.
  */
 async function readClient(
   conn: FramedConn,
   credit: Credit,
-  onFrame: (frame: Frame) => void,
+  onFrame: (frame: Frame) => void | Promise<unknown>,
 ): Promise<void> {
+  let writing: Promise<unknown> = Promise.resolve();
   while (true) {
     const frame = await conn.next();
-    if (!frame) return;
-    if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") credit.ack(frame.value.bytes);
-    else onFrame(frame);
+    if (!frame) return; // a write still waiting is dropped with the stream (stop aborts it)
+    if (frame.kind === FrameKind.EVENT && frame.value.type === "ack") {
+      credit.ack(frame.value.bytes);
+      continue;
+    }
+    if (frame.kind === FrameKind.DATA) await writing; // in order, one waiting write at most
+    const written = onFrame(frame);
+    if (written instanceof Promise) {
+      writing = written;
+      written.catch(() => {}); // its failure surfaces at the next await above
+    }
   }
 }
 
@@ -366,7 +399,8 @@ function onEvent(frame: Frame, resize: (cols: number, rows: number) => void): vo
   if (frame.kind !== FrameKind.EVENT) return;
   const e = frame.value;
   if (e.type === "resize") {
-    const ok = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 10000;
+    const ok = (n: unknown) =>
+      Number.isInteger(n) && (n as number) >= 1 && (n as number) <= PTY_MAX_SIZE;
     if (!ok(e.cols) || !ok(e.rows)) throw new CwError("bad_request", "Invalid resize event");
     resize(e.cols as number, e.rows as number);
   }
@@ -384,6 +418,11 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** `n` bytes in MiB for a person: "1 MiB", "1.5 MiB". */
+function mebibytes(n: number): string {
+  return `${Number((n / 2 ** 20).toFixed(1))} MiB`;
 }
 
 export type { SessionInfo };

@@ -3,7 +3,7 @@ import { CwError } from "../shared/errors.ts";
 import { checkSessionName, checkTag } from "../shared/names.ts";
 import type { SessionInfo, SessionRef, SessionStatus } from "../shared/protocol.ts";
 import { parseSignal, signalName } from "../shared/signals.ts";
-import { OutputLog } from "./output_log.ts";
+import { logSize, OutputLog } from "./output_log.ts";
 import type { PtyHost } from "./pty_host.ts";
 import { Session } from "./session.ts";
 import type { MetaStore } from "./store.ts";
@@ -52,18 +52,20 @@ export class SessionManager {
   /** Loads sessions from disk; those that were running when a node died become `lost`. */
   load(): void {
     for (const meta of this.#opts.store.load()) {
-      if (meta.status === "running") {
-        meta.status = "lost";
-        meta.pid = null;
-        meta.endedAt ??= this.#now().toISOString();
-        this.#opts.store.save(meta);
+      const dir = this.#opts.store.sessionDir(meta.id);
+      if (meta.status === "running" || meta.status === "lost") {
+        // A node that died never saved how much its sessions printed; their
+        // logs hold it (all of it, unless a log rotated away its oldest part).
+        const onDisk = logSize(dir);
+        if (meta.status === "running" || meta.outputBytes < onDisk) {
+          meta.status = "lost";
+          meta.pid = null;
+          meta.endedAt ??= this.#now().toISOString();
+          meta.outputBytes = Math.max(meta.outputBytes, onDisk);
+          this.#opts.store.save(meta);
+        }
       }
-      const session = new Session(
-        meta,
-        this.#opts.store.sessionDir(meta.id),
-        this.#opts.ringBytes,
-        null,
-      );
+      const session = new Session(meta, dir, this.#opts.ringBytes, null);
       this.#sessions.set(meta.id, session);
     }
   }
@@ -205,12 +207,22 @@ export class SessionManager {
     return picked.map((s) => s.info());
   }
 
-  /** Writes input to a running session's PTY. */
-  write(session: Session, data: Uint8Array): void {
+  /**
+   * Writes input to a running session's PTY once it has room (a program that
+   * does not read holds at most PTY_INPUT_MAX of it; see PtyHost.write).
+   * Resolves true once written, false when the session ended or `signal`
+   * aborted first. Throws {@link CwError} `not_running` for an ended session.
+   */
+  write(session: Session, data: Uint8Array, signal?: AbortSignal): Promise<boolean> {
     if (!session.running) {
       throw new CwError("not_running", `Cannot send to session "${session.meta.id}": it has ended`);
     }
-    this.#opts.pty.write(session.meta.id, data);
+    return this.#opts.pty.write(session.meta.id, data, signal);
+  }
+
+  /** Input written to a session and not yet taken by its program, in bytes. */
+  inputPending(session: Session): number {
+    return this.#opts.pty.inputPending(session.meta.id);
   }
 
   /** Resizes a running session's PTY. */

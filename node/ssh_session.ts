@@ -1,13 +1,15 @@
 import {
-  allowedEnv,
   decodeDial,
   Dial,
+  DIALBACK_ACK_BATCH,
   DIALBACK_MAX_CHUNK,
   DIALBACK_WINDOW,
   type DialbackStart,
   dialCount,
   dialJson,
+  dialSize,
   encodeDial,
+  parseStart,
 } from "../shared/dialback.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { RelayConfig } from "../shared/relay_config.ts";
@@ -51,6 +53,7 @@ export async function runDialback(
 
 /** The running program behind one SSH channel. */
 interface Program {
+  /** Input; each byte is reported to `taken` once the program took it. */
   stdin(data: Uint8Array): void;
   eof(): void;
   /** The client takes no more stdout. */
@@ -60,6 +63,18 @@ interface Program {
   /** Output flow: pause or resume reading the program. */
   flow(paused: boolean): void;
   kill(): void;
+}
+
+/** What a program reports back to its connection. */
+interface ProgramIo {
+  /** Sends output, counting it against the window. */
+  output(type: number, data: Uint8Array): void;
+  /** Resolves when the output so far has gone out (pipes wait here). */
+  room(): Promise<void>;
+  /** The program ended: EXIT follows the output still queued. */
+  exit(code: number | null, signal: string | null): void;
+  /** The program took `n` bytes of stdin. */
+  taken(n: number): void;
 }
 
 function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void> {
@@ -72,8 +87,12 @@ function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void>
     /** Output beyond the window, sent as ACKs come (bounded: the program is paused meanwhile). */
     const queue: { type: number; data: Uint8Array }[] = [];
     let exitStatus: { code: number | null; signal: string | null } | null = null;
+    /** Stdin received and not yet taken by the program (the relay keeps it within the window). */
+    let stdinHeld = 0;
+    /** Stdin taken since the last STDIN_ACK. */
+    let stdinTaken = 0;
     const send = (msg: Uint8Array) => {
-      if (!closed) ws.send(msg);
+      if (!closed && ws.readyState === WebSocket.OPEN) ws.send(msg);
     };
     /**
      * Sends queued output while the window allows; pauses the program while
@@ -103,18 +122,66 @@ function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void>
         ws.close(1000);
       }
     };
-    /** Sends output, counting it against the window. */
-    const output = (type: number, data: Uint8Array) => {
-      queue.push({ type, data });
-      pump();
+    const io: ProgramIo = {
+      output: (type, data) => {
+        queue.push({ type, data });
+        pump();
+      },
+      room: () => !paused || closed ? Promise.resolve() : new Promise<void>((r) => waiters.push(r)),
+      exit: (code, signal) => {
+        exitStatus ??= { code, signal };
+        pump();
+      },
+      // acknowledged in batches, as output is: the relay keeps sending while less than
+      // the window is unacknowledged, so a batch never holds it back
+      taken: (n) => {
+        stdinHeld = Math.max(0, stdinHeld - n);
+        stdinTaken += n;
+        if (stdinTaken < DIALBACK_ACK_BATCH) return;
+        send(encodeDial(Dial.STDIN_ACK, stdinTaken));
+        stdinTaken = 0;
+      },
     };
-    /** Resolves when the output so far has gone out (pipes wait here). */
-    const room = () =>
-      !paused || closed ? Promise.resolve() : new Promise<void>((r) => waiters.push(r));
-    /** The program ended: EXIT follows the output still queued. */
-    const exit = (code: number | null, signal: string | null) => {
-      exitStatus ??= { code, signal };
-      pump();
+
+    const onMessage = (data: unknown) => {
+      if (!(data instanceof ArrayBuffer)) throw new RangeError("text message");
+      const { type, payload } = decodeDial(new Uint8Array(data));
+      switch (type) {
+        case Dial.START:
+          if (program) throw new RangeError("START twice");
+          program = start(parseStart(payload), pty, io, logger);
+          break;
+        case Dial.STDIN:
+          if (payload.byteLength > DIALBACK_MAX_CHUNK) throw new RangeError("STDIN too large");
+          stdinHeld += payload.byteLength;
+          if (stdinHeld > DIALBACK_WINDOW + DIALBACK_MAX_CHUNK) {
+            throw new RangeError("stdin beyond the window");
+          }
+          if (program) program.stdin(payload.slice());
+          else io.taken(payload.byteLength); // before START: nobody to take it
+          break;
+        case Dial.EOF:
+          program?.eof();
+          break;
+        case Dial.EOW:
+          program?.eow();
+          break;
+        case Dial.RESIZE: {
+          const { cols, rows } = dialSize(dialJson(payload));
+          program?.resize(cols, rows);
+          break;
+        }
+        case Dial.SIGNAL: {
+          const sig = knownSignal(dialJson(payload).signal);
+          if (sig) program?.signal(sig);
+          else logger.warn(`ssh dial-back: ignored an unknown signal`);
+          break;
+        }
+        case Dial.ACK:
+          unacked = Math.max(0, unacked - dialCount(payload));
+          pump();
+          break;
+      }
     };
 
     ws.addEventListener("close", () => {
@@ -125,52 +192,26 @@ function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void>
       resolve();
     });
     ws.addEventListener("message", (e) => {
-      const data = (e as MessageEvent).data;
-      if (!(data instanceof ArrayBuffer)) return;
       try {
-        const { type, payload } = decodeDial(new Uint8Array(data));
-        switch (type) {
-          case Dial.START:
-            if (program) throw new RangeError("START twice");
-            program = start(
-              dialJson(payload) as unknown as DialbackStart,
-              pty,
-              output,
-              room,
-              exit,
-              logger,
-            );
-            break;
-          case Dial.STDIN:
-            program?.stdin(payload.slice());
-            break;
-          case Dial.EOF:
-            program?.eof();
-            break;
-          case Dial.EOW:
-            program?.eow();
-            break;
-          case Dial.RESIZE: {
-            const { cols, rows } = dialJson(payload);
-            if (Number.isInteger(cols) && Number.isInteger(rows)) {
-              program?.resize(cols as number, rows as number);
-            }
-            break;
-          }
-          case Dial.SIGNAL:
-            program?.signal(parseSignal(String(dialJson(payload).signal)));
-            break;
-          case Dial.ACK:
-            unacked = Math.max(0, unacked - dialCount(payload));
-            pump();
-            break;
-        }
+        onMessage((e as MessageEvent).data);
       } catch (err) {
-        logger.warn(`ssh dial-back: bad message: ${(err as Error).message}`);
+        // this session ends; the node and its other sessions go on
+        logger.warn(`ssh dial-back: bad message from the relay: ${(err as Error).message}`);
+        closed = true;
         ws.close(4008, "bad message"); // a client socket may not send 1008
       }
     });
   });
+}
+
+/** A signal name from the relay, or null when it names none cw knows (ignored, as sshd does). */
+function knownSignal(name: unknown): Deno.Signal | null {
+  if (typeof name !== "string" || name.length > 32) return null;
+  try {
+    return parseSignal(name);
+  } catch {
+    return null; // parseSignal's RangeError: not a signal
+  }
 }
 
 /** The node user's login shell. */
@@ -187,48 +228,40 @@ function loginShell(): string {
   return "/bin/sh";
 }
 
-function start(
-  req: DialbackStart,
-  pty: PtyHost,
-  output: (type: number, data: Uint8Array) => void,
-  room: () => Promise<void>,
-  exit: (code: number | null, signal: string | null) => void,
-  logger: Logger,
-): Program {
+function start(req: DialbackStart, pty: PtyHost, io: ProgramIo, logger: Logger): Program {
   const shell = loginShell();
-  const env: Record<string, string> = { ...Deno.env.toObject() };
-  for (const [k, v] of Object.entries(req.env ?? {})) {
-    if (allowedEnv(k) && typeof v === "string") env[k] = v;
-  }
+  const env: Record<string, string> = { ...Deno.env.toObject(), ...req.env };
   const cwd = env.HOME ?? "/";
-  const args = typeof req.command === "string" ? ["-c", req.command] : req.pty ? ["-l"] : [];
+  const args = req.command !== null ? ["-c", req.command] : req.pty ? ["-l"] : [];
+  const cannot = (message: string): Program => {
+    io.output(Dial.STDERR, new TextEncoder().encode(`cw: cannot start ${shell}: ${message}\r\n`));
+    io.exit(127, null);
+    return {
+      stdin: (data) => io.taken(data.byteLength),
+      eof: () => {},
+      eow: () => {},
+      resize: () => {},
+      signal: () => {},
+      flow: () => {},
+      kill: () => {},
+    };
+  };
   if (req.pty) {
     env.TERM = req.pty.term || "xterm-256color";
     const id = nextPtyId++;
     let pid = 0;
     let killed = false;
-    pty.spawn(id, {
-      file: shell,
-      args,
-      cwd,
-      env,
-      cols: req.pty.cols || 80,
-      rows: req.pty.rows || 24,
-    }, {
-      onData: (data) => output(Dial.STDOUT, data),
-      onExit: (code, sig) => exit(sig ? null : code, sig ? signalName(sig) : null),
+    pty.spawn(id, { file: shell, args, cwd, env, cols: req.pty.cols, rows: req.pty.rows }, {
+      onData: (data) => io.output(Dial.STDOUT, data),
+      onExit: (code, sig) => io.exit(sig ? null : code, sig ? signalName(sig) : null),
+      onInputTaken: io.taken,
     }).then((p) => {
       pid = p;
       if (killed) tryKill(-pid, "SIGHUP"); // the client left while it started
-    }).catch((err) => {
-      output(
-        Dial.STDERR,
-        new TextEncoder().encode(`cw: cannot start ${shell}: ${err.message}\r\n`),
-      );
-      exit(127, null);
-    });
+    }).catch((err) => void cannot(err.message));
     return {
-      stdin: (data) => pty.write(id, data),
+      // acknowledged when the PTY's input reaches the kernel (onInputTaken)
+      stdin: (data) => void pty.write(id, data),
       eof: () => {},
       eow: () => {}, // as sshd: a terminal has one stream for both ways
       resize: (cols, rows) => pty.resize(id, cols, rows),
@@ -241,17 +274,21 @@ function start(
     };
   }
   // no terminal: pipes, stdout and stderr kept apart
-  const child = new Deno.Command(shell, {
-    args,
-    cwd,
-    env,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    // a group of its own, so that a client that leaves takes the whole pipeline with it
-    detached: true,
-  })
-    .spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(shell, {
+      args,
+      cwd,
+      env,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      // a group of its own, so that a client that leaves takes the whole pipeline with it
+      detached: true,
+    }).spawn();
+  } catch (err) {
+    return cannot((err as Error).message); // e.g. a command line beyond the kernel's limit
+  }
   const stdin = child.stdin.getWriter();
   const stdout = child.stdout.getReader();
   const stderr = child.stderr.getReader();
@@ -260,8 +297,8 @@ function start(
     while (!gone) {
       const { value, done } = await reader.read();
       if (done || gone) break;
-      output(type, value);
-      await room(); // a client that stops reading stops this pipe
+      io.output(type, value);
+      await io.room(); // a client that stops reading stops this pipe
     }
     // closes the pipe: a writer still there gets SIGPIPE, as under sshd
     await reader.cancel().catch(() => {});
@@ -271,13 +308,17 @@ function start(
     pumpOut(stderr, Dial.STDERR),
     child.status,
   ])
-    .then(([, , status]) => exit(status.signal ? null : status.code, status.signal ?? null))
+    .then(([, , status]) => io.exit(status.signal ? null : status.code, status.signal ?? null))
     .catch((err) => {
       logger.warn(`ssh exec failed: ${err}`);
-      exit(1, null);
+      io.exit(1, null);
     });
   return {
-    stdin: (data) => void stdin.write(data).catch(() => {}),
+    // taken once the pipe accepted it; a program that closed its stdin discards it, as under sshd
+    stdin: (data) => {
+      const n = data.byteLength;
+      stdin.write(data).then(() => io.taken(n), () => io.taken(n));
+    },
     eof: () => void stdin.close().catch(() => {}),
     eow: () => void stdout.cancel().catch(() => {}),
     resize: () => {},

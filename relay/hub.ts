@@ -7,6 +7,8 @@ export interface LiveNode {
   addr: string;
   version: string | null;
   sessions: number | null;
+  /** What the node said it speaks (shared/dialback.ts DIALBACK_FEATURES). */
+  features?: string[];
   connectedAt: Date;
 }
 

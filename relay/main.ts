@@ -184,6 +184,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
         publicKeys: relay.publicKeys,
         checkPassword: relay.checkPassword,
         dialback: relay.dialback,
+        speaks: relay.speaks,
         budget,
         limits: { ...RELAY_SSH_LIMITS, maxConnections: sshMax },
       },

@@ -74,6 +74,8 @@ export interface Relay {
   goaway(message: string): void;
   /** Asks node `name` to dial back (for an SSH session); see shared/dialback.ts. */
   dialback(name: string): Promise<WebSocket>;
+  /** Whether node `name`'s link said it speaks `feature`. */
+  speaks(name: string, feature: string): boolean;
   /** Keys that may log in through the SSH gateway. */
   publicKeys(): Promise<PublicKey[]>;
   /** Whether a password is a valid node credential or the admin token. */
@@ -571,6 +573,10 @@ export function createRelay(deps: RelayDeps): Relay {
           if (msg.type === "status") {
             if (typeof msg.version === "string") live.version = msg.version.slice(0, 64);
             if (Number.isSafeInteger(msg.sessions)) live.sessions = msg.sessions as number;
+            if (Array.isArray(msg.features)) {
+              live.features = msg.features.filter((f): f is string => typeof f === "string")
+                .slice(0, 16).map((f) => f.slice(0, 32));
+            }
           }
         },
         onClose(reason) {
@@ -627,6 +633,7 @@ export function createRelay(deps: RelayDeps): Relay {
       for (const node of hub.all()) node.mux.goaway("relay_restarting", message);
     },
     dialback,
+    speaks: (name: string, feature: string) => hub.get(name)?.features?.includes(feature) ?? false,
     publicKeys,
     listenerStats(read: () => GuardStats) {
       const gauges: [keyof GuardStats, string, string][] = [

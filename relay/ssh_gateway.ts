@@ -17,15 +17,34 @@ import { RateLimiter } from "../shared/rate_limit.ts";
 import { CwError } from "../shared/errors.ts";
 import { writeFileAtomic } from "../shared/paths.ts";
 import {
+  type FdBudget,
+  type GuardLimits,
+  type GuardStats,
+  listenGuarded,
+  type Peer,
+} from "../shared/guarded_listener.ts";
+import {
   allowedEnv,
   decodeDial,
   Dial,
   DIALBACK_ACK_BATCH,
   DIALBACK_MAX_CHUNK,
+  DIALBACK_WINDOW,
   type DialbackStart,
+  dialCount,
   dialJson,
   encodeDial,
 } from "../shared/dialback.ts";
+import { parseSignal } from "../shared/signals.ts";
+import {
+  SSH_MAX_COMMAND,
+  SSH_MAX_ENV_BYTES,
+  SSH_MAX_ENV_VALUE,
+  SSH_MAX_ENV_VARS,
+  SSH_MAX_SESSIONS,
+  SSH_MAX_TERM_NAME,
+  SSH_MAX_TERM_SIZE,
+} from "./limits.ts";
 
 const { Server, utils } = ssh2;
 
@@ -106,14 +125,24 @@ export interface GatewayDeps {
    * `not_found`, `node_offline` or `timeout` with a message for the user.
    */
   dialback(name: string): Promise<WebSocket>;
+  /** Whether the node said it speaks a dial-back feature (e.g. "stdin-ack"). */
+  speaks(name: string, feature: string): boolean;
+  /** The process's descriptors for connections, shared with the HTTPS listener. */
+  budget: FdBudget;
+  /** Deadlines and caps of the SSH port (the handshake mark is a successful login). */
+  limits: GuardLimits;
 }
 
-/** Starts the gateway on `hostname:port`. */
+/**
+ * Starts the gateway on `hostname:port`. ssh2 listens on a private loopback
+ * port behind a guarded front (shared/guarded_listener.ts), which holds the
+ * deadlines and caps; ssh2 sees the real client through the front's peer.
+ */
 export function startSshGateway(
   deps: GatewayDeps,
   hostname: string,
   port: number,
-): Promise<{ port: number; close(): Promise<void> }> {
+): Promise<{ port: number; stats(): GuardStats; close(): Promise<void> }> {
   const failures = new RateLimiter(30, 20);
   const server = new Server({
     hostKeys: [deps.hostKey],
@@ -124,7 +153,13 @@ export function startSshGateway(
     // them: on Deno their native memory grows with every byte sent (~50 MB per GB)
     algorithms: { cipher: { remove: "chacha20-poly1305@openssh.com" } },
   }, (client: any, info: any) => {
-    const addr: string = info?.ip ?? "unknown";
+    const peer: Peer | undefined = front?.peer(Number(info?.port));
+    if (!peer) {
+      // not through the public port: nobody but the front may use the private one
+      client._sock?.destroy?.();
+      return;
+    }
+    const addr = peer.address;
     client._sock?.setNoDelay?.(true); // without it every round trip waits ~40 ms
     // ssh2 drops channel requests it does not know: hand OpenSSH's eow@openssh.com to the session
     const handlers = client._protocol?._handlers;
@@ -138,7 +173,6 @@ export function startSshGateway(
     let user = "";
     client.on("authentication", async (ctx: any) => {
       user = ctx.username;
-      if (failures.exhausted(addr)) return ctx.reject([]);
       try {
         if (ctx.method === "publickey") {
           const keys = await deps.publicKeys();
@@ -152,36 +186,65 @@ export function startSshGateway(
               parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)
             ) {
               deps.logger.info(`ssh: ${addr} logged in to ${user} with key ${match.fingerprint}`);
+              peer.trust();
               return ctx.accept();
             }
           }
         } else if (ctx.method === "password") {
           if (await deps.checkPassword(ctx.password)) {
             deps.logger.info(`ssh: ${addr} logged in to ${user} with a password`);
+            peer.trust();
             return ctx.accept();
           }
         }
       } catch (err) {
         deps.logger.warn(`ssh: authentication error: ${(err as Error).message}`);
       }
+      // failures are limited per address, but a valid login always gets in: an attacker
+      // behind the same NAT must not lock out its users
+      if (ctx.method !== "none" && !failures.take(addr)) {
+        deps.logger.warn(`ssh: too many failed logins from ${addr}; closing`);
+        return ctx.reject([]);
+      }
       if (ctx.method !== "none") {
-        failures.take(addr);
         deps.logger.warn(`ssh: failed ${ctx.method} login to ${JSON.stringify(user)} from ${addr}`);
       }
       ctx.reject(["publickey", "password"]);
     });
     client.on("ready", () => {
-      client.on("session", (accept: any) => session(accept(), user, deps));
+      client.on("session", sessions(user, deps));
     });
     client.on("error", () => {});
   });
+  let front: ReturnType<typeof listenGuarded> | null = null;
   return new Promise((resolve, reject) => {
     server.on("error", reject);
-    server.listen(port, hostname, () => {
-      const bound = server.address().port;
+    server.listen(0, "127.0.0.1", () => {
+      const backend = server.address().port;
+      try {
+        front = listenGuarded({
+          hostname,
+          port,
+          name: "ssh",
+          serverSpeaksFirst: true,
+          limits: deps.limits,
+          budget: deps.budget,
+          logger: deps.logger,
+          backendPort: () => backend,
+        });
+      } catch (err) {
+        server.close();
+        return reject(err);
+      }
+      const f = front;
       resolve({
-        port: bound,
-        close: () => new Promise<void>((r) => server.close(() => r())),
+        port: f.addr.port,
+        stats: () => f.stats(),
+        close: () =>
+          new Promise<void>((r) => {
+            void f.close();
+            server.close(() => r());
+          }),
       });
     });
   });
@@ -191,106 +254,321 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
 }
 
+/**
+ * The `session` channel listener of one SSH connection: at most
+ * {@link SSH_MAX_SESSIONS} open at once, as sshd's MaxSessions; more are refused.
+ */
+function sessions(node: string, deps: GatewayDeps): (accept: any, reject: any) => void {
+  let open = 0;
+  return (accept, reject) => {
+    if (open >= SSH_MAX_SESSIONS) {
+      deps.logger.warn(`ssh: refused a session to "${node}": ${open} open on one connection`);
+      return reject?.();
+    }
+    const sess = accept?.();
+    if (!sess) return;
+    open++;
+    sess.once("close", () => open--);
+    session(sess, node, deps);
+  };
+}
+
+/**
+ * One session channel: its requests (pty, env, window-change, signal) are
+ * checked and capped (relay/limits.ts), then shell or exec bridges it to the
+ * node. A request that fails is refused and logged; the relay goes on.
+ */
 function session(sess: any, node: string, deps: GatewayDeps): void {
   let pty: DialbackStart["pty"] = null;
   const env: Record<string, string> = {};
+  let envBytes = 0;
+  let started = false;
   let ws: WebSocket | null = null;
-  sess.on("pty", (accept: any, _reject: any, info: any) => {
-    pty = {
-      term: String(info.term ?? "xterm-256color"),
-      cols: info.cols || 80,
-      rows: info.rows || 24,
-    };
-    accept?.();
-  });
-  sess.on("env", (accept: any, reject: any, info: any) => {
-    if (allowedEnv(info.key)) {
-      env[info.key] = String(info.val);
-      accept?.();
-    } else reject?.();
-  });
-  sess.on("window-change", (accept: any, _reject: any, info: any) => {
-    accept?.();
-    ws?.send(encodeDial(Dial.RESIZE, { cols: info.cols, rows: info.rows }));
-  });
-  sess.on("eow", () => ws?.send(encodeDial(Dial.EOW)));
-  sess.on("signal", (accept: any, _reject: any, info: any) => {
-    accept?.();
-    ws?.send(encodeDial(Dial.SIGNAL, { signal: String(info.name) }));
-  });
-  const run = (command: string | null) => (accept: any) => {
-    const channel = accept();
-    bridge(channel, node, { command, pty, env }, deps).then((socket) => ws = socket);
+  const toNode = (msg: Uint8Array) => {
+    if (ws?.readyState === WebSocket.OPEN) ws.send(msg);
   };
-  sess.on("shell", run(null));
-  sess.on("exec", (accept: any, _reject: any, info: any) => run(String(info.command))(accept));
+  /** A request listener that cannot throw into ssh2: a failure refuses that request only. */
+  const guard =
+    (what: string, handle: (accept: any, reject: any, info: any) => void) =>
+    (accept: any, reject: any, info: any) => {
+      try {
+        handle(accept, reject, info);
+      } catch (err) {
+        deps.logger.warn(`ssh: ${what} request to "${node}" failed: ${(err as Error)?.message}`);
+        try {
+          reject?.();
+        } catch {
+          // the channel is gone: nothing to refuse
+        }
+      }
+    };
+  sess.on(
+    "pty",
+    guard("pty", (accept, reject, info) => {
+      const term = String(info?.term ?? "");
+      const cols = termSize(info?.cols || 80);
+      const rows = termSize(info?.rows || 24);
+      if (started || term.length > SSH_MAX_TERM_NAME || !cols || !rows) return reject?.();
+      pty = { term: term || "xterm-256color", cols, rows };
+      accept?.();
+    }),
+  );
+  sess.on(
+    "env",
+    guard("env", (accept, reject, info) => {
+      const key = String(info?.key ?? "");
+      const val = String(info?.val ?? "");
+      if (started || !allowedEnv(key) || utf8Length(val, SSH_MAX_ENV_VALUE) > SSH_MAX_ENV_VALUE) {
+        return reject?.();
+      }
+      const known = Object.hasOwn(env, key);
+      const grows = utf8Length(key) + utf8Length(val) -
+        (known ? utf8Length(key) + utf8Length(env[key]) : 0);
+      if (!known && Object.keys(env).length >= SSH_MAX_ENV_VARS) return reject?.();
+      if (envBytes + grows > SSH_MAX_ENV_BYTES) return reject?.();
+      env[key] = val;
+      envBytes += grows;
+      accept?.();
+    }),
+  );
+  sess.on(
+    "window-change",
+    guard("window-change", (accept, reject, info) => {
+      const cols = termSize(info?.cols);
+      const rows = termSize(info?.rows);
+      if (!cols || !rows) return reject?.();
+      accept?.();
+      if (pty && !ws) Object.assign(pty, { cols, rows }); // the node is not there yet: START takes it
+      toNode(encodeDial(Dial.RESIZE, { cols, rows }));
+    }),
+  );
+  sess.on("eow", guard("eow", () => toNode(encodeDial(Dial.EOW))));
+  sess.on(
+    "signal",
+    guard("signal", (accept, reject, info) => {
+      const name = String(info?.name ?? "");
+      let signal: string;
+      try {
+        signal = parseSignal(name.slice(0, 32));
+      } catch {
+        return reject?.(); // not a signal cw knows, as sshd refuses one
+      }
+      accept?.();
+      toNode(encodeDial(Dial.SIGNAL, { signal }));
+    }),
+  );
+  const run = (command: string | null, accept: any, reject: any) => {
+    if (started || (command !== null && utf8Length(command, SSH_MAX_COMMAND) > SSH_MAX_COMMAND)) {
+      return reject?.();
+    }
+    const channel = accept?.();
+    if (!channel) return; // closed meanwhile, or it runs something already
+    started = true;
+    bridge(channel, node, { command, pty, env }, deps).then(
+      (socket) => ws = socket,
+      (err) => deps.logger.warn(`ssh: session on "${node}" failed: ${(err as Error)?.message}`),
+    );
+  };
+  sess.on("shell", guard("shell", (accept, reject) => run(null, accept, reject)));
+  sess.on(
+    "exec",
+    guard("exec", (accept, reject, info) => run(String(info?.command ?? ""), accept, reject)),
+  );
 }
 
-/** Connects a channel to the node; resolves with the dial-back socket once it is up. */
+/** A terminal size from a client: an integer in 1..{@link SSH_MAX_TERM_SIZE}, else null. */
+function termSize(n: unknown): number | null {
+  return Number.isInteger(n) && (n as number) >= 1 && (n as number) <= SSH_MAX_TERM_SIZE
+    ? n as number
+    : null;
+}
+
+const utf8 = new TextEncoder();
+
+/** Bytes of `s` in UTF-8, or Infinity past `max` (a long string is not encoded to learn it). */
+function utf8Length(s: string, max = 1 << 20): number {
+  return s.length > max ? Infinity : utf8.encode(s).byteLength;
+}
+
+/**
+ * Connects a channel to the node; resolves with the dial-back socket once it
+ * is up, or null (never rejects). Every listener here catches its own
+ * failure: a node that breaks the protocol ends its session, logged in one
+ * line, and nothing else.
+ */
 async function bridge(
   channel: any,
   node: string,
   start: DialbackStart,
   deps: GatewayDeps,
 ): Promise<WebSocket | null> {
+  let ws: WebSocket | null = null;
+  let channelClosed = false;
+  /** The channel got its exit status (or an error): nothing more goes to it. */
+  let ended = false;
+  const warn = (message: string) => deps.logger.warn(`ssh: session on "${node}": ${message}`);
+  // an 'error' without a listener would be thrown out of ssh2's handlers
+  channel.on("error", (err: Error) => warn(`channel error: ${err?.message}`));
+  channel.stderr?.on?.("error", (err: Error) => warn(`channel error: ${err?.message}`));
+  channel.on("close", () => {
+    channelClosed = true;
+    ws?.close();
+  });
   const fail = (message: string) => {
-    channel.stderr.write(`cw: ${message}\r\n`);
-    channel.exit(1);
-    channel.end();
+    if (ended || channelClosed) return;
+    ended = true;
+    try {
+      channel.stderr.write(`cw: ${message}\r\n`);
+      channel.exit(1);
+      channel.end();
+    } catch (err) {
+      warn(`cannot tell the client: ${(err as Error)?.message}`);
+    }
   };
-  let ws: WebSocket;
   try {
     ws = await deps.dialback(node);
   } catch (err) {
     fail(err instanceof CwError ? err.message : `cannot reach node "${node}"`);
     return null;
   }
-  ws.binaryType = "arraybuffer";
-  ws.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
-  let pendingAck = 0;
+  const socket = ws;
+  // an older node never acknowledges stdin: do not hold its client back forever
+  const stdinFlow = deps.speaks(node, "stdin-ack");
+  if (channelClosed) {
+    socket.close(); // the client left while the node dialled back
+    return null;
+  }
+  /** The node broke the protocol: this session ends, nothing else. */
+  const broken = (why: string) => {
+    warn(`bad dial-back message (${why}); closing`);
+    try {
+      socket.close(4008, "bad message");
+    } catch {
+      // closed already
+    }
+    fail(`the connection to node "${node}" failed`);
+  };
+  const toNode = (msg: Uint8Array) => {
+    if (socket.readyState === WebSocket.OPEN) socket.send(msg);
+  };
+
+  // output: acknowledged once the channel took it, so a client that stops reading stops the node
+  let outstanding = 0; // received from the node and not acknowledged to it
   let taken = 0;
+  let pendingAck = 0;
   /** Counts bytes the channel took; acknowledges them in batches (DIALBACK_ACK_BATCH). */
   const ack = (n: number) => {
     taken += n;
-    if (taken < DIALBACK_ACK_BATCH || ws.readyState !== WebSocket.OPEN) return;
-    ws.send(encodeDial(Dial.ACK, taken));
+    if (taken < DIALBACK_ACK_BATCH || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(encodeDial(Dial.ACK, taken));
+    outstanding -= taken;
     taken = 0;
   };
-  channel.on("drain", () => {
-    if (pendingAck > 0) ack(pendingAck);
-    pendingAck = 0;
-  });
   const write = (stream: any, data: Uint8Array) => {
-    // acknowledged once the channel took it, so a client that stops reading stops the node
     if (stream.write(data)) ack(data.byteLength);
     else pendingAck += data.byteLength;
   };
-  let exited = false;
-  ws.addEventListener("message", (e) => {
-    if (!(e.data instanceof ArrayBuffer)) return;
-    const { type, payload } = decodeDial(new Uint8Array(e.data));
-    if (type === Dial.STDOUT) write(channel, payload);
-    else if (type === Dial.STDERR) write(channel.stderr, payload);
-    else if (type === Dial.EXIT || type === Dial.ERROR) {
-      const v = dialJson(payload);
-      exited = true;
-      if (type === Dial.ERROR) channel.stderr.write(`cw: ${v.message}\r\n`);
-      if (typeof v.signal === "string") channel.exit(v.signal.replace(/^SIG/, ""), false, "");
-      else channel.exit(typeof v.code === "number" ? v.code : 1);
-      channel.end();
-    }
-  });
-  ws.addEventListener("close", () => {
-    if (!exited) fail(`the connection to node "${node}" was lost`);
-  });
-  channel.on("data", (data: Uint8Array) => {
-    for (let i = 0; i < data.byteLength; i += DIALBACK_MAX_CHUNK) {
-      if (ws.readyState === WebSocket.OPEN) {
-        ws.send(encodeDial(Dial.STDIN, data.subarray(i, i + DIALBACK_MAX_CHUNK)));
+  // stdin: at most the window unacknowledged; beyond it the channel pauses, and ssh2 then
+  // stops granting the client window: a program that does not read holds its client back
+  let stdinUnacked = 0;
+  let stdinPaused = false;
+
+  const onMessage = (data: unknown) => {
+    if (ended || channelClosed) return;
+    if (!(data instanceof ArrayBuffer)) throw new RangeError("a text message");
+    const { type, payload } = decodeDial(new Uint8Array(data));
+    switch (type) {
+      case Dial.STDOUT:
+      case Dial.STDERR:
+        if (payload.byteLength > DIALBACK_MAX_CHUNK) throw new RangeError("output too large");
+        outstanding += payload.byteLength;
+        if (outstanding > DIALBACK_WINDOW + DIALBACK_MAX_CHUNK) {
+          throw new RangeError("output beyond the window");
+        }
+        write(type === Dial.STDOUT ? channel : channel.stderr, payload);
+        break;
+      case Dial.EXIT:
+      case Dial.ERROR: {
+        const v = dialJson(payload);
+        ended = true;
+        if (type === Dial.ERROR) channel.stderr.write(`cw: ${printable(v.message)}\r\n`);
+        const code = Number.isInteger(v.code) && v.code as number >= 0 && v.code as number <= 255
+          ? v.code as number
+          : 1;
+        if (typeof v.signal === "string" && v.signal.length <= 16) {
+          try {
+            channel.exit(v.signal.replace(/^SIG/, ""), false, "");
+          } catch {
+            channel.exit(code); // a signal SSH has no name for (ssh2 refuses it): the code, then
+          }
+        } else channel.exit(code);
+        channel.end();
+        break;
+      }
+      case Dial.STDIN_ACK: {
+        const n = dialCount(payload);
+        if (n > stdinUnacked) throw new RangeError("STDIN_ACK for more than was sent");
+        stdinUnacked -= n;
+        if (stdinPaused && stdinUnacked < DIALBACK_WINDOW) {
+          stdinPaused = false;
+          channel.resume();
+        }
+        break;
       }
     }
+  };
+  socket.addEventListener("message", (e) => {
+    try {
+      onMessage(e.data);
+    } catch (err) {
+      broken((err as Error)?.message ?? String(err));
+    }
   });
-  channel.on("end", () => ws.readyState === WebSocket.OPEN && ws.send(encodeDial(Dial.EOF)));
-  channel.on("close", () => ws.close());
-  return ws;
+  socket.addEventListener("close", () => fail(`the connection to node "${node}" was lost`));
+
+  /** A channel listener that cannot throw into ssh2. */
+  const guarded = <A extends unknown[]>(what: string, fn: (...args: A) => void) => (...args: A) => {
+    try {
+      fn(...args);
+    } catch (err) {
+      warn(`${what}: ${(err as Error)?.message}`);
+      socket.close();
+    }
+  };
+  channel.on(
+    "drain",
+    guarded("drain", () => {
+      if (pendingAck > 0) ack(pendingAck);
+      pendingAck = 0;
+    }),
+  );
+  channel.on(
+    "data",
+    guarded("stdin", (data: Uint8Array) => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      for (let i = 0; i < data.byteLength; i += DIALBACK_MAX_CHUNK) {
+        socket.send(encodeDial(Dial.STDIN, data.subarray(i, i + DIALBACK_MAX_CHUNK)));
+      }
+      if (!stdinFlow) return;
+      stdinUnacked += data.byteLength;
+      if (!stdinPaused && stdinUnacked >= DIALBACK_WINDOW) {
+        stdinPaused = true;
+        channel.pause();
+      }
+    }),
+  );
+  channel.on("end", guarded("eof", () => toNode(encodeDial(Dial.EOF))));
+  try {
+    socket.binaryType = "arraybuffer";
+    socket.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
+  } catch (err) {
+    broken(`cannot start: ${(err as Error)?.message}`);
+  }
+  return socket;
+}
+
+/** Text from a node for the user's terminal: one bounded line, no control characters. */
+function printable(v: unknown): string {
+  return Array.from(String(v ?? "").slice(0, 1000), (c) => c < " " || c === "\x7f" ? " " : c)
+    .join("");
 }

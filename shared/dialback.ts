@@ -21,36 +21,60 @@
  *  +------+---------------+
  * ```
  *
- * | type | name   | dir          | payload                                   |
- * |------|--------|--------------|-------------------------------------------|
- * | 0x01 | START  | relay → node | JSON {@link DialbackStart}                |
- * | 0x02 | STDIN  | relay → node | bytes                                     |
- * | 0x03 | EOF    | relay → node | none: stdin is closed                     |
- * | 0x04 | RESIZE | relay → node | JSON {cols, rows}                         |
- * | 0x05 | SIGNAL | relay → node | JSON {signal}                             |
- * | 0x06 | ACK    | relay → node | u32: output bytes the SSH client took     |
- * | 0x07 | EOW    | relay → node | none: the client takes no more stdout     |
- * | 0x11 | STDOUT | node → relay | bytes                                     |
- * | 0x12 | STDERR | node → relay | bytes                                     |
- * | 0x13 | EXIT   | node → relay | JSON {code, signal}: the last message     |
- * | 0x14 | ERROR  | node → relay | JSON {message}: could not start           |
+ * | type | name      | dir          | payload                               |
+ * |------|-----------|--------------|---------------------------------------|
+ * | 0x01 | START     | relay → node | JSON {@link DialbackStart}            |
+ * | 0x02 | STDIN     | relay → node | bytes                                 |
+ * | 0x03 | EOF       | relay → node | none: stdin is closed                 |
+ * | 0x04 | RESIZE    | relay → node | JSON {cols, rows}                     |
+ * | 0x05 | SIGNAL    | relay → node | JSON {signal}                         |
+ * | 0x06 | ACK       | relay → node | u32: output bytes the SSH client took |
+ * | 0x07 | EOW       | relay → node | none: the client takes no more stdout |
+ * | 0x11 | STDOUT    | node → relay | bytes                                 |
+ * | 0x12 | STDERR    | node → relay | bytes                                 |
+ * | 0x13 | EXIT      | node → relay | JSON {code, signal}: the last message |
+ * | 0x14 | ERROR     | node → relay | JSON {message}: could not start       |
+ * | 0x15 | STDIN_ACK | node → relay | u32: stdin bytes the program took     |
  *
- * Flow control: the node never has more than {@link DIALBACK_WINDOW} output
- * bytes unacknowledged; it stops reading the program's output (pausing the
- * PTY or the pipes) until ACKs come. The relay acknowledges output as the SSH
- * channel accepts it, so a client that stops reading pauses its program, and
- * memory stays bounded on both sides.
+ * START is `{command: string | null, pty: {term, cols, rows} | null, env}`;
+ * sizes (START, RESIZE) are positive integers; STDIN, STDOUT and STDERR carry
+ * at most {@link DIALBACK_MAX_CHUNK} bytes each. A message of an unknown type
+ * is ignored (room to grow); a malformed one, or one that breaks flow
+ * control, ends that connection only.
+ *
+ * Flow control, both ways, with the same {@link DIALBACK_WINDOW}:
+ * - Output: the node never has more than the window of output bytes
+ *   unacknowledged (+ one message); it stops reading the program's output
+ *   (pausing the PTY or the pipes) until ACKs come. The relay acknowledges
+ *   output as the SSH channel accepts it, so a client that stops reading
+ *   pauses its program.
+ * - Input: the relay never has more than the window of stdin bytes
+ *   unacknowledged (+ one message); it pauses the SSH channel (which then
+ *   stops granting the client window) until STDIN_ACKs come. The node
+ *   acknowledges stdin once the program took it: a pipe write resolved, or the
+ *   PTY's input flushed to the kernel. So a program that does not read its
+ *   stdin (`sleep 5; wc -c`) holds its client back, byte-exact.
+ *
+ * Either side closes a connection whose peer sends beyond the window: memory
+ * stays bounded on both sides whatever the other does.
  */
+
+/**
+ * What a node says it speaks, in the `features` of its link status (CONTROL
+ * `{type: "status"}`): a relay holds stdin to {@link DIALBACK_WINDOW} only for
+ * a node that acknowledges it, so a newer relay still serves older nodes.
+ */
+export const DIALBACK_FEATURES = ["stdin-ack"] as const;
 
 /** How long a ticket is valid. */
 export const TICKET_TTL_MS = 10_000;
-/** Unacknowledged output bytes allowed in flight. */
+/** Unacknowledged bytes allowed in flight, each way (output and stdin). */
 export const DIALBACK_WINDOW = 256 * 1024;
 /**
- * The relay acknowledges output in batches of at least this many bytes (well
- * under the window). An ACK for each small output would be a second small
- * write in a row before the next keystroke, which Nagle's algorithm holds
- * until the node's delayed ACK: ~40 ms on every keystroke.
+ * The relay acknowledges output, and the node stdin, in batches of at least
+ * this many bytes (well under the window). An ACK for each small output would
+ * be a second small write in a row before the next keystroke, which Nagle's
+ * algorithm holds until the node's delayed ACK: ~40 ms on every keystroke.
  */
 export const DIALBACK_ACK_BATCH = 64 * 1024;
 /** Largest output or input message. */
@@ -74,6 +98,7 @@ export const Dial = {
   STDERR: 0x12,
   EXIT: 0x13,
   ERROR: 0x14,
+  STDIN_ACK: 0x15,
 } as const;
 
 /** What to run. */
@@ -121,15 +146,54 @@ export function decodeDial(data: Uint8Array): { type: number; payload: Uint8Arra
 
 /** Parses a JSON payload; throws RangeError when it is not an object. */
 export function dialJson(payload: Uint8Array): Record<string, unknown> {
-  const v = JSON.parse(decoder.decode(payload));
+  let v: unknown;
+  try {
+    v = JSON.parse(decoder.decode(payload));
+  } catch {
+    throw new RangeError("Expected a JSON object");
+  }
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new RangeError("Expected a JSON object");
   }
-  return v;
+  return v as Record<string, unknown>;
 }
 
-/** Reads an ACK's count. */
+/** Reads an ACK's or STDIN_ACK's count. */
 export function dialCount(payload: Uint8Array): number {
   if (payload.byteLength !== 4) throw new RangeError("ACK needs a u32");
   return new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0);
+}
+
+/** Parses START field by field; throws RangeError naming the first bad one. */
+export function parseStart(payload: Uint8Array): DialbackStart {
+  const v = dialJson(payload);
+  if (v.command !== null && typeof v.command !== "string") {
+    throw new RangeError("START: command must be a string or null");
+  }
+  let pty: DialbackStart["pty"] = null;
+  if (v.pty !== null) {
+    const p = v.pty as Record<string, unknown>;
+    if (typeof p !== "object" || Array.isArray(p) || typeof p.term !== "string") {
+      throw new RangeError("START: pty must be {term, cols, rows} or null");
+    }
+    pty = { term: p.term, ...dialSize(p) };
+  }
+  const env: Record<string, string> = {};
+  if (typeof v.env !== "object" || v.env === null || Array.isArray(v.env)) {
+    throw new RangeError("START: env must be an object");
+  }
+  for (const [k, val] of Object.entries(v.env)) {
+    if (!allowedEnv(k) || typeof val !== "string") {
+      throw new RangeError(`START: env ${JSON.stringify(k.slice(0, 40))} is not allowed`);
+    }
+    env[k] = val;
+  }
+  return { command: v.command, pty, env };
+}
+
+/** Reads `{cols, rows}` (START's pty, RESIZE): positive integers; throws RangeError. */
+export function dialSize(v: Record<string, unknown>): { cols: number; rows: number } {
+  const ok = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 1;
+  if (!ok(v.cols) || !ok(v.rows)) throw new RangeError("cols and rows must be positive integers");
+  return { cols: v.cols as number, rows: v.rows as number };
 }
