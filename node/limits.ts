@@ -32,3 +32,9 @@ export const MAX_SEND_BYTES = 128 * 1024;
  * SSH): no screen is wider, and programs size buffers by it.
  */
 export const PTY_MAX_SIZE = 10_000;
+
+/**
+ * Bytes of output `cw status` shows at most, whatever its line count: its
+ * answer is one JSON frame (256 KiB), and base64 adds a third.
+ */
+export const STATUS_MAX_BYTES = 64 * 1024;

@@ -13,7 +13,7 @@ import {
   type StreamEvent,
 } from "../shared/protocol.ts";
 import type { Logger } from "../shared/logger.ts";
-import { MAX_SEND_BYTES, PTY_MAX_SIZE, SEND_ROOM_WAIT_MS } from "./limits.ts";
+import { MAX_SEND_BYTES, PTY_MAX_SIZE, SEND_ROOM_WAIT_MS, STATUS_MAX_BYTES } from "./limits.ts";
 import { LogReader } from "./output_log.ts";
 import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
@@ -110,7 +110,11 @@ export class SessionService {
         const s = m.resolve(req.session);
         const reader = new LogReader(s.dir);
         try {
-          const start = await reader.tailStart(req.lines ?? STATUS_LINES);
+          // long lines must not make the answer outgrow a JSON frame (base64 adds a third)
+          const start = Math.max(
+            await reader.tailStart(req.lines ?? STATUS_LINES),
+            reader.size - STATUS_MAX_BYTES,
+          );
           const tail = await reader.readAt(start, reader.size - start);
           return respond({ session: s.info(), lastOutput: tail.toBase64() });
         } finally {

@@ -299,3 +299,17 @@ Deno.test("help, version and usage errors", async () => {
   assert.equal((await home.run(["list", "--status", "weird"])).code, 2);
   assert.equal(home.nodePid(), null, "usage errors never start a node");
 });
+
+Deno.test("status of a session whose last line is 3 MB long shows its tail", async () => {
+  await using home = new CwHome();
+  const id = await home.launch([
+    "sh",
+    "-c",
+    "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo end",
+  ]);
+  await home.ok(["wait", String(id)]);
+  const status = JSON.parse(await home.ok(["status", String(id), "--json"]));
+  assert.equal(status.outputBytes >= 3_000_000, true);
+  const text = await home.ok(["status", String(id)]);
+  assert.match(text, /end/);
+});
