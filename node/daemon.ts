@@ -12,7 +12,7 @@ import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
 import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
-import { raiseFdLimit } from "../shared/fd_limit.ts";
+import { raiseFdLimit } from "../shared/libc.ts";
 import { installLastResort } from "../shared/last_resort.ts";
 import { type FdBudget, isFdExhausted } from "../shared/guarded_listener.ts";
 import {

@@ -8,7 +8,7 @@ import { VERSION } from "../shared/version.ts";
 import { openKvStore } from "./kv_store.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
-import { raiseFdLimit } from "../shared/fd_limit.ts";
+import { raiseFdLimit } from "../shared/libc.ts";
 import { serveGuardedHttp } from "../shared/guarded_http.ts";
 import { installLastResort } from "../shared/last_resort.ts";
 import {

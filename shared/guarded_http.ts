@@ -9,6 +9,7 @@
  * new private port.
  */
 import type { Logger } from "./logger.ts";
+import { setListenerNoDelay } from "./libc.ts";
 import {
   type FdBudget,
   type GuardedListener,
@@ -85,6 +86,10 @@ export async function serveGuardedHttp(
       });
     });
     backendPort = await ready.promise;
+    // its sockets then get TCP_NODELAY too: the loopback hop must not hold small writes ~40 ms
+    if (!setListenerNoDelay(backendPort)) {
+      opts.logger.warn(`${opts.name}: cannot set TCP_NODELAY on the private port`);
+    }
     server.finished.catch(async (err) => {
       if (stopping) return;
       opts.logger.error(`${opts.name}: the HTTP server stopped (${err}); starting a new one`);

@@ -464,7 +464,7 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
 
 /**
  * Copies `from` to `to` until `from` ends, then half-closes `to`; reuses one
- * buffer, grown while reads fill it. Says how it ended.
+ * buffer, grown while reads fill it and shrunk after a few small ones. Says how it ended.
  */
 async function pipe(
   c: Conn,
@@ -474,6 +474,7 @@ async function pipe(
   logger: Logger | null = null,
 ): Promise<"eof" | "error"> {
   buf ??= new Uint8Array(MIN_CHUNK);
+  let small = 0;
   const upstream = from === c.client;
   try {
     while (!c.closed) {
@@ -497,6 +498,11 @@ async function pipe(
       await writeAll(to, buf.subarray(0, n));
       if (n === buf.byteLength && buf.byteLength < MAX_CHUNK) {
         buf = new Uint8Array(buf.byteLength * 2);
+        small = 0;
+      } else if (buf.byteLength > MIN_CHUNK && n <= buf.byteLength >> 3 && ++small >= 4) {
+        // a quiet connection (a link between bursts) waits on a small buffer again
+        buf = new Uint8Array(MIN_CHUNK);
+        small = 0;
       }
     }
     return "error";

@@ -21,6 +21,7 @@ import {
 } from "./relay_helpers.ts";
 import { type ClientWebSocket, connectWebSocket } from "../shared/ws_client.ts";
 import { encodeMux, MUX_MAX_DATA, MuxType } from "../shared/mux.ts";
+import { concat } from "../shared/bytes.ts";
 import {
   encodeFrame,
   encodeJson,
@@ -375,27 +376,17 @@ function badProtocolFrames(): (Uint8Array | string)[] {
     encodeJson(FrameKind.HELLO, { magic: "xx", version: 99 }),
     encodeJson(FrameKind.HELLO, { magic: PROTOCOL_MAGIC, version: "1" }),
     "text instead of frames",
-    concat(hello, encodeFrame(FrameKind.REQUEST, enc.encode("{"))),
-    concat(hello, encodeJson(FrameKind.REQUEST, null)),
-    concat(hello, encodeJson(FrameKind.REQUEST, { op: "no_such_op" })),
-    concat(hello, encodeJson(FrameKind.REQUEST, { op: "attach", session: { $: 1 } })),
-    concat(hello, encodeJson(FrameKind.REQUEST, { op: "launch", argv: "sh -c 'rm -rf /'" })),
-    concat(hello, encodeJson(FrameKind.REQUEST, { op: "send", session: "1", data: "%%%" })),
-    concat(hello, encodeJson(FrameKind.REQUEST, { op: "list", tag: "x".repeat(200_000) })),
-    concat(hello, encodeFrame(FrameKind.DATA, new Uint8Array(10))),
-    concat(hello, encodeFrame(FrameKind.PING, new Uint8Array(65))),
-    concat(hello, header(10, FrameKind.REQUEST)), // truncated
+    concat([hello, encodeFrame(FrameKind.REQUEST, enc.encode("{"))]),
+    concat([hello, encodeJson(FrameKind.REQUEST, null)]),
+    concat([hello, encodeJson(FrameKind.REQUEST, { op: "no_such_op" })]),
+    concat([hello, encodeJson(FrameKind.REQUEST, { op: "attach", session: { $: 1 } })]),
+    concat([hello, encodeJson(FrameKind.REQUEST, { op: "launch", argv: "sh -c 'rm -rf /'" })]),
+    concat([hello, encodeJson(FrameKind.REQUEST, { op: "send", session: "1", data: "%%%" })]),
+    concat([hello, encodeJson(FrameKind.REQUEST, { op: "list", tag: "x".repeat(200_000) })]),
+    concat([hello, encodeFrame(FrameKind.DATA, new Uint8Array(10))]),
+    concat([hello, encodeFrame(FrameKind.PING, new Uint8Array(65))]),
+    concat([hello, header(10, FrameKind.REQUEST)]), // truncated
   ];
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 Deno.test({

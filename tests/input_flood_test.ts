@@ -14,8 +14,10 @@ import { CW_SHELL, CwHome, shellQuote, waitFor, within } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
+  FakeNode,
   invite,
   makeCerts,
+  openSocket,
   RelayProcess,
   setupNode,
   type TestCerts,
@@ -31,7 +33,6 @@ import {
   dialCount,
   encodeDial,
 } from "../shared/dialback.ts";
-import { Mux } from "../shared/mux.ts";
 import type { Logger } from "../shared/logger.ts";
 import { PTY_INPUT_MAX } from "../node/limits.ts";
 import { PtyHost } from "../node/pty_host.ts";
@@ -505,82 +506,13 @@ Deno.test("ssh env and channel floods are capped; the relay stays bounded and up
 
 // ---------------------------------------------------------------- (c) garbage on a dial-back
 
-/**
- * A node played by the test: registered by invite and linked with the link
- * protocol, handing over the dial-back tickets the relay sends.
- */
-class FakeNode implements Disposable {
-  readonly credential: string;
-  #mux: Mux;
-  #tickets: string[] = [];
-  #waiting: ((t: string) => void)[] = [];
-
-  private constructor(credential: string, ws: WebSocket) {
-    this.credential = credential;
-    this.#mux = new Mux(ws, {
-      onControl: (msg) => {
-        if (msg.type !== "dialback" || typeof msg.ticket !== "string") return;
-        const w = this.#waiting.shift();
-        if (w) w(msg.ticket);
-        else this.#tickets.push(msg.ticket);
-      },
-    }, { role: "dial" });
-  }
-
-  static async register(gw: Gateway, name: string): Promise<FakeNode> {
-    const res = await fetch(`${gw.relay.url}/api/v1/register`, {
-      method: "POST",
-      client: gw.client,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ name, invite: await invite(gw.relay, gw.client) }),
-    });
-    assert.equal(res.status, 201);
-    const { credential } = await res.json();
-    const ws = await openSocket(gw, "/node/connect", { authorization: `Bearer ${credential}` });
-    return new FakeNode(credential, ws);
-  }
-
-  /** Triggers nothing itself: the next ticket the relay sends. */
-  ticket(): Promise<string> {
-    const t = this.#tickets.shift();
-    if (t) return Promise.resolve(t);
-    return within(new Promise((r) => this.#waiting.push(r)), 5_000, "a dial-back ticket");
-  }
-
-  /** Opens the dial-back of `ticket` and reads its START. */
-  async dialBack(gw: Gateway, ticket: string): Promise<WebSocket> {
-    const ws = await openSocket(gw, "/node/dialback", {
-      authorization: `Bearer ${this.credential}`,
-      "x-cw-ticket": ticket,
-    });
-    const start = await nextMessage(ws);
-    assert.equal(start.type, Dial.START);
-    return ws;
-  }
-
-  [Symbol.dispose](): void {
-    this.#mux.close();
-  }
-}
-
-/** Opens a WebSocket to the relay through the test CA. */
-function openSocket(
-  gw: Gateway,
-  path: string,
-  headers: Record<string, string>,
-): Promise<WebSocket> {
-  const url = new URL(path, gw.relay.url);
-  url.protocol = "wss:";
-  const ws = new WebSocket(url, { headers, client: gw.client } as unknown as string[]);
-  ws.binaryType = "arraybuffer";
-  return within(
-    new Promise<WebSocket>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(ws), { once: true });
-      ws.addEventListener("error", () => reject(new Error(`${path} refused`)), { once: true });
-    }),
-    5_000,
-    `a WebSocket to ${path}`,
-  );
+/** Opens the dial-back of `ticket` as `fake` and reads its START. */
+async function dialBack(gw: Gateway, fake: FakeNode, ticket: string): Promise<WebSocket> {
+  const ws = await openSocket(gw, "/node/dialback", fake.headers(ticket));
+  assert.ok(ws, "the dial-back opens");
+  const start = await nextMessage(ws);
+  assert.equal(start.type, Dial.START);
+  return ws;
 }
 
 function nextMessage(ws: WebSocket): Promise<{ type: number; payload: Uint8Array }> {
@@ -623,7 +555,7 @@ Deno.test("dial-back garbage from a node ends that session only; the relay stays
   ];
   for (const [what, send] of cases) {
     const session = gw.ssh("fake", "anything", null, [], 15_000);
-    const ws = await fake.dialBack(gw, await fake.ticket());
+    const ws = await dialBack(gw, fake, await fake.ticket());
     send(ws);
     const r = await session;
     assert.equal(r.code, 1, `${what}: ${r.stderr}`);
@@ -640,7 +572,7 @@ Deno.test("dial-back garbage from a node ends that session only; the relay stays
   ];
   for (const [payload, type, code] of odd) {
     const session = gw.ssh("fake", "anything", null, [], 15_000);
-    const ws = await fake.dialBack(gw, await fake.ticket());
+    const ws = await dialBack(gw, fake, await fake.ticket());
     ws.send(encodeDial(type, payload));
     const r = await session;
     assert.equal(r.code, code, JSON.stringify(payload).slice(0, 100));

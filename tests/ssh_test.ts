@@ -7,15 +7,16 @@
  * cannot hide a relay that trusts too much.
  */
 import assert from "node:assert/strict";
-import { Mux } from "../shared/mux.ts";
 import { decodeDial, Dial, encodeDial } from "../shared/dialback.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor, within } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
+  FakeNode,
   invite,
   makeCerts,
+  openSocket,
   RelayProcess,
   setupNode,
   type TestCerts,
@@ -591,27 +592,6 @@ Deno.test("ssh auth: registered key, authorized_keys, passwords, refusals, stabl
 
 // ---------------------------------------------------------------- dial-back tickets
 
-/** Opens a WebSocket with headers through the test CA; resolves with it, or null if refused. */
-function openSocket(
-  rig: SshRig,
-  path: string,
-  headers: Record<string, string>,
-): Promise<WebSocket | null> {
-  const url = new URL(path, rig.relay.url);
-  url.protocol = "wss:";
-  const ws = new WebSocket(url, { headers, client: rig.client } as unknown as string[]);
-  ws.binaryType = "arraybuffer";
-  return within(
-    new Promise<WebSocket | null>((resolve) => {
-      ws.addEventListener("open", () => resolve(ws), { once: true });
-      ws.addEventListener("error", () => resolve(null), { once: true });
-      ws.addEventListener("close", () => resolve(null), { once: true });
-    }),
-    5_000,
-    `a WebSocket to ${path}`,
-  );
-}
-
 /** GET /node/dialback as plain HTTP: the status and error code. */
 async function dialbackStatus(
   rig: SshRig,
@@ -620,64 +600,6 @@ async function dialbackStatus(
   const res = await fetch(`${rig.relay.url}/node/dialback`, { client: rig.client, headers });
   const body = await res.json();
   return { status: res.status, code: body?.error?.code };
-}
-
-/**
- * A node played by the test: registered by invite, linked with the real
- * link protocol (Mux, role "dial"), handing over the dial-back tickets the
- * relay sends instead of answering them.
- */
-class FakeNode implements Disposable {
-  readonly name: string;
-  readonly credential: string;
-  #mux: Mux;
-  #tickets: string[] = [];
-  #waiting: ((t: string) => void)[] = [];
-
-  private constructor(name: string, credential: string, ws: WebSocket) {
-    this.name = name;
-    this.credential = credential;
-    this.#mux = new Mux(ws, {
-      onControl: (msg) => {
-        if (msg.type !== "dialback" || typeof msg.ticket !== "string") return;
-        const w = this.#waiting.shift();
-        if (w) w(msg.ticket);
-        else this.#tickets.push(msg.ticket);
-      },
-    }, { role: "dial" });
-  }
-
-  static async register(rig: SshRig, name: string): Promise<FakeNode> {
-    const res = await fetch(`${rig.relay.url}/api/v1/register`, {
-      method: "POST",
-      client: rig.client,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ name, invite: await invite(rig.relay, rig.client) }),
-    });
-    assert.equal(res.status, 201);
-    const { credential } = await res.json();
-    const ws = await openSocket(rig, "/node/connect", {
-      authorization: `Bearer ${credential}`,
-    });
-    assert.ok(ws, "the fake node links");
-    return new FakeNode(name, credential, ws);
-  }
-
-  /** The next ticket the relay sends. */
-  ticket(): Promise<string> {
-    const t = this.#tickets.shift();
-    if (t) return Promise.resolve(t);
-    return within(new Promise((r) => this.#waiting.push(r)), 5_000, `a ticket for ${this.name}`);
-  }
-
-  /** Headers of a dial-back with `credential` (this node's by default). */
-  headers(ticket: string, credential = this.credential): Record<string, string> {
-    return { authorization: `Bearer ${credential}`, "x-cw-ticket": ticket };
-  }
-
-  [Symbol.dispose](): void {
-    this.#mux.close();
-  }
 }
 
 /** Next binary message on a dial-back socket. */
