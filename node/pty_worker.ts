@@ -8,6 +8,10 @@
 import { type IPty, spawn } from "@lydell/node-pty";
 import type { FromWorker, ToWorker } from "./pty_messages.ts";
 import { PTY_MAX_SIZE } from "./limits.ts";
+import { openInputWriter, type PtyInput } from "./pty_input.ts";
+
+/** Input through libc (see pty_input.ts); null: node-pty's own write. */
+const inputWriter = openInputWriter();
 
 /** node-pty's master socket: its own `write` takes a callback (node-pty's does not). */
 interface MasterSocket {
@@ -19,6 +23,8 @@ interface Pty {
   pty: IPty;
   /** Where input goes; null if this node-pty build hides it (then input counts as taken at once). */
   socket: MasterSocket | null;
+  /** Input written with libc, when available (preferred over `socket`). */
+  input: PtyInput | null;
   /** Output read while a `data` message is unacknowledged. */
   held: Uint8Array[];
   heldBytes: number;
@@ -91,9 +97,18 @@ function onSpawn(msg: Extract<ToWorker, { t: "spawn" }>): void {
     post({ t: "spawn_error", id: msg.id, message: String(err) });
     return;
   }
+  const socket = masterSocket(pty);
+  const fd = (pty as unknown as { _fd?: unknown })._fd;
   const entry: Pty = {
     pty,
-    socket: masterSocket(pty),
+    socket,
+    input: inputWriter && typeof fd === "number"
+      ? inputWriter.open(
+        fd,
+        (bytes) => post({ t: "input_taken", id: msg.id, bytes }),
+        () => ptys.get(msg.id) === entry && !(socket as { destroyed?: boolean } | null)?.destroyed,
+      )
+      : null,
     held: [],
     heldBytes: 0,
     inFlight: false,
@@ -104,6 +119,7 @@ function onSpawn(msg: Extract<ToWorker, { t: "spawn" }>): void {
   // One data message in flight per PTY: the first chunk goes at once (no
   // added latency), chunks read meanwhile are sent together on the ack.
   pty.onData((chunk: unknown) => {
+    entry.input?.kick();
     const buf = chunk as Uint8Array;
     if (!entry.inFlight) {
       entry.inFlight = true;
@@ -119,6 +135,7 @@ function onSpawn(msg: Extract<ToWorker, { t: "spawn" }>): void {
   });
   pty.onExit(({ exitCode, signal }) => {
     ptys.delete(msg.id);
+    entry.input?.close();
     // whatever is still held goes out before the exit
     if (entry.heldBytes > 0) send(msg.id, entry.held, entry.heldBytes);
     post({ t: "exit", id: msg.id, exitCode, signal: signal ?? 0 });
@@ -146,7 +163,8 @@ function onWrite(id: number, data: Uint8Array): void {
   const entry = ptys.get(id);
   if (!entry) return taken(); // exited meanwhile: nobody will read it
   try {
-    if (entry.socket) entry.socket.write(data, taken);
+    if (entry.input) entry.input.write(data);
+    else if (entry.socket) entry.socket.write(data, taken);
     else {
       // node-pty takes a string or Buffer; a Uint8Array is written as bytes
       entry.pty.write(data as unknown as string);

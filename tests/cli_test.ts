@@ -313,3 +313,24 @@ Deno.test("status of a session whose last line is 3 MB long shows its tail", asy
   const text = await home.ok(["status", String(id)]);
   assert.match(text, /end/);
 });
+
+Deno.test("send: 800 KB to a program that reads silently arrives byte-exact", async () => {
+  // Deno's PTY socket write stalled after a full kernel buffer until the program printed
+  // something: `stty -echo; cat > f` got ~12 KB of this (node/pty_input.ts)
+  await using home = new CwHome();
+  const input = `${home.root}/in.txt`;
+  const output = `${home.root}/out.txt`;
+  const line = "0123456789abcdefghijklmnopqrstuvwxyz".repeat(2) + "\n";
+  Deno.writeTextFileSync(input, line.repeat(Math.ceil(800_000 / line.length)));
+  const id = await home.launch(["sh", "-c", `stty -echo; exec cat > ${output}`]);
+  await home.ok(["send", String(id), "--file", input, "--no-newline"]);
+  const want = Deno.statSync(input).size;
+  await waitFor("every byte", () => {
+    try {
+      return Deno.statSync(output).size >= want;
+    } catch {
+      return false;
+    }
+  }, 20_000);
+  assert.equal(Deno.readTextFileSync(output), Deno.readTextFileSync(input));
+});

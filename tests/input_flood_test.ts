@@ -508,23 +508,14 @@ Deno.test("ssh env and channel floods are capped; the relay stays bounded and up
 
 /** Opens the dial-back of `ticket` as `fake` and reads its START. */
 async function dialBack(gw: Gateway, fake: FakeNode, ticket: string): Promise<WebSocket> {
-  const ws = await openSocket(gw, "/node/dialback", fake.headers(ticket));
+  // START may arrive with the upgrade: listen before the socket opens
+  let first!: (m: MessageEvent) => void;
+  const message = new Promise<MessageEvent>((r) => first = r);
+  const ws = await openSocket(gw, "/node/dialback", fake.headers(ticket), first);
   assert.ok(ws, "the dial-back opens");
-  const start = await nextMessage(ws);
+  const start = decodeDial(new Uint8Array((await within(message, 5_000, "START")).data));
   assert.equal(start.type, Dial.START);
   return ws;
-}
-
-function nextMessage(ws: WebSocket): Promise<{ type: number; payload: Uint8Array }> {
-  return within(
-    new Promise((resolve) => {
-      ws.addEventListener("message", (e) => {
-        resolve(decodeDial(new Uint8Array(e.data as ArrayBuffer)));
-      }, { once: true });
-    }),
-    5_000,
-    "a dial-back message",
-  );
 }
 
 function closed(ws: WebSocket): Promise<void> {

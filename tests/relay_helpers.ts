@@ -264,16 +264,22 @@ export interface RelayRig {
   client: Deno.HttpClient;
 }
 
-/** Opens a WebSocket with headers through the test CA; resolves with it, or null if refused. */
+/**
+ * Opens a WebSocket with headers through the test CA; resolves with it, or
+ * null if refused. `onFirst` gets the first message, which may come with the
+ * upgrade itself (before a listener added after `open` could see it).
+ */
 export function openSocket(
   rig: RelayRig,
   path: string,
   headers: Record<string, string>,
+  onFirst?: (m: MessageEvent) => void,
 ): Promise<WebSocket | null> {
   const url = new URL(path, rig.relay.url);
   url.protocol = "wss:";
   const ws = new WebSocket(url, { headers, client: rig.client } as unknown as string[]);
   ws.binaryType = "arraybuffer";
+  if (onFirst) ws.addEventListener("message", onFirst, { once: true });
   return within(
     new Promise<WebSocket | null>((resolve) => {
       ws.addEventListener("open", () => resolve(ws), { once: true });

@@ -603,18 +603,6 @@ async function dialbackStatus(
 }
 
 /** Next binary message on a dial-back socket. */
-function nextMessage(ws: WebSocket): Promise<{ type: number; payload: Uint8Array }> {
-  return within(
-    new Promise((resolve) => {
-      ws.addEventListener("message", (e) => {
-        resolve(decodeDial(new Uint8Array(e.data as ArrayBuffer)));
-      }, { once: true });
-    }),
-    5_000,
-    "a dial-back message",
-  );
-}
-
 Deno.test("ssh dial-back: forged, replayed, foreign and late tickets are refused", async () => {
   await using rig = await SshRig.create();
   const key = await rig.keygen();
@@ -648,9 +636,12 @@ Deno.test("ssh dial-back: forged, replayed, foreign and late tickets are refused
   // the real thing: the right node, the right ticket, once
   const session = rig.ssh("fake", "uname -a", { timeoutMs: 20_000 });
   const ticket = await fake.ticket();
-  const ws = await openSocket(rig, "/node/dialback", fake.headers(ticket));
+  // START may arrive with the upgrade: listen before the socket opens
+  let first!: (m: MessageEvent) => void;
+  const message = new Promise<MessageEvent>((r) => first = r);
+  const ws = await openSocket(rig, "/node/dialback", fake.headers(ticket), first);
   assert.ok(ws, "the ticket works once");
-  const start = await nextMessage(ws);
+  const start = decodeDial(new Uint8Array((await within(message, 5_000, "START")).data));
   assert.equal(start.type, Dial.START);
   assert.deepEqual(JSON.parse(dec.decode(start.payload)), {
     command: "uname -a",
