@@ -89,8 +89,10 @@ export async function listenWebSocket(
     if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
       return json(400, "bad_request", "Expected a WebSocket upgrade");
     }
-    const { socket, response } = upgradeWebSocket(req, info.peer, STREAM_MAX_MESSAGE);
-    opts.serve(wsDuplex(socket));
+    const { socket, response, taken } = upgradeWebSocket(req, info.peer, STREAM_MAX_MESSAGE, {
+      onTake: false,
+    });
+    opts.serve(wsDuplex(socket, { onTaken: taken }));
     return response;
   });
   const addr = server.addr;

@@ -129,9 +129,9 @@ export function createRelay(deps: RelayDeps): Relay {
   };
 
   /** Upgrades to a WebSocket whose messages are at most `maxMessage` bytes (see guarded_http). */
-  const upgrade = (c: Context<Env>, maxMessage: number) => {
+  const upgrade = (c: Context<Env>, maxMessage: number, opts: { onTake?: boolean } = {}) => {
     expectWebSocket(c);
-    return upgradeWebSocket(c.req.raw, peerOf(c), maxMessage);
+    return upgradeWebSocket(c.req.raw, peerOf(c), maxMessage, opts);
   };
 
   /** The connection behind a request (absent under app.request in tests). */
@@ -500,8 +500,10 @@ export function createRelay(deps: RelayDeps): Relay {
     expectWebSocket(c);
     const record = deps.authMode === "none" ? null : await deps.store.getNode(name);
     const known = deps.authMode === "none" || record?.revokedAt === null;
-    const { socket, response } = upgrade(c, STREAM_MAX_MESSAGE);
-    const client = wsDuplex(socket);
+    // a client's input is taken as the node's stream accepts it (its mux window), so a
+    // client that types into a program that does not read is held back, not queued
+    const { socket, response, taken } = upgrade(c, STREAM_MAX_MESSAGE, { onTake: false });
+    const client = wsDuplex(socket, { onTaken: taken });
     const live = hub.get(name);
     socket.addEventListener("open", () => {
       if (!live || !known) {

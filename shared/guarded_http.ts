@@ -133,25 +133,36 @@ export async function serveGuardedHttp(
 
 /**
  * Upgrades a request to a WebSocket (no idle pings: cw's protocols have their
- * own) and tells the front how large its messages may be, reporting each one
- * the server receives so that the front never lets the client get more than
- * about `maxMessage` bytes ahead. `peer` is absent under `app.request` in tests.
+ * own) and tells the front how large its messages may be, so that the front
+ * never lets the client get more than about `maxMessage` bytes ahead of the
+ * server. By default a message counts as taken when it arrives (a reader that
+ * handles messages at once, like the link mux); with `{ onTake: false }` the
+ * caller reports it with the returned `taken` when its reader consumes it
+ * (`wsDuplex`'s `onTaken`), so a slow reader holds the client back over TCP
+ * instead of queueing. `peer` is absent under `app.request` in tests.
  */
 export function upgradeWebSocket(
   req: Request,
   peer: Peer | undefined,
   maxMessage: number,
-): { socket: WebSocket; response: Response } {
+  opts: { onTake?: boolean } = {},
+): { socket: WebSocket; response: Response; taken(bytes: number): void } {
   const upgraded = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+  const taken = (bytes: number) => peer?.delivered(bytes);
   if (peer) {
     peer.webSocket(maxMessage);
-    upgraded.socket.addEventListener("message", (e) => {
-      const d = e.data;
-      // a string's UTF-8 size is at most three bytes a UTF-16 unit
-      peer.delivered(
-        d instanceof ArrayBuffer ? d.byteLength : d instanceof Blob ? d.size : String(d).length * 3,
-      );
-    });
+    if (opts.onTake !== false) {
+      upgraded.socket.addEventListener("message", (e) => taken(messageSize(e.data)));
+    }
   }
-  return upgraded;
+  return { ...upgraded, taken };
+}
+
+/** A message's size in bytes (a string's UTF-8 size is at most three bytes a UTF-16 unit). */
+export function messageSize(d: unknown): number {
+  return d instanceof ArrayBuffer
+    ? d.byteLength
+    : d instanceof Blob
+    ? d.size
+    : String(d).length * 3;
 }

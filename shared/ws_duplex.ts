@@ -12,8 +12,15 @@ export const WS_HIGH_WATER = 1024 * 1024;
 /** Most bytes of received, unread messages held for a reader. */
 export const WS_MAX_QUEUED = 8 * 1024 * 1024;
 
-/** Wraps an open (or opening) WebSocket. */
-export function wsDuplex(ws: WebSocket): Duplex {
+/**
+ * Wraps an open (or opening) WebSocket. `onTaken(bytes)` is called as the
+ * reader consumes each received message (a guarded server's credit; see
+ * shared/guarded_http.ts).
+ */
+export function wsDuplex(
+  ws: WebSocket,
+  opts: { onTaken?: (bytes: number) => void } = {},
+): Duplex {
   ws.binaryType = "arraybuffer";
   const queue: Uint8Array[] = [];
   let queued = 0;
@@ -59,6 +66,7 @@ export function wsDuplex(ws: WebSocket): Duplex {
       }
       const chunk = queue.shift()!;
       queued -= chunk.byteLength;
+      opts.onTaken?.(chunk.byteLength);
       controller.enqueue(chunk);
     },
     cancel() {

@@ -4,6 +4,8 @@
  */
 import { fileURLToPath } from "node:url";
 import { RUN_FLAGS } from "../shared/runtime.ts";
+import type { FramedConn } from "../shared/framed.ts";
+import { encodeFrame, FrameKind } from "../shared/protocol.ts";
 
 /** Absolute path of main.ts. */
 export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
@@ -256,4 +258,51 @@ export class Tmux implements AsyncDisposable {
       stdout: "null",
     }).output();
   }
+}
+
+/**
+ * Pushes up to `total` bytes of lines into an attach stream while draining
+ * what comes back; `sent` counts what the transport took.
+ */
+export function pushInput(conn: FramedConn, total: number) {
+  const state = { sent: 0, done: false };
+  // lines: a terminal in canonical mode discards what does not fit a line, but keeps lines
+  const line = new TextEncoder().encode("x".repeat(1023) + "\n");
+  const chunk = new Uint8Array(64 * 1024);
+  for (let i = 0; i < chunk.byteLength; i += line.byteLength) chunk.set(line, i);
+  const frame = encodeFrame(FrameKind.DATA, chunk);
+  const writing = (async () => {
+    try {
+      while (state.sent < total) {
+        await conn.send(frame);
+        state.sent += chunk.byteLength;
+      }
+    } catch {
+      // the connection closed under the writer: that is how it leaves
+    } finally {
+      state.done = true;
+    }
+  })();
+  const draining = (async () => {
+    while (await conn.next()) { /* the terminal's echo */ }
+  })();
+  return { state, finished: Promise.all([writing, draining]) };
+}
+
+/** Waits until `state.sent` stops growing for `quietMs`; returns it. */
+export async function stalled(
+  state: { sent: number; done: boolean },
+  quietMs = 1000,
+): Promise<number> {
+  let last = -1;
+  let since = Date.now();
+  return await waitFor("the writer to be held back", () => {
+    if (state.done) throw new Error(`the writer finished: ${state.sent} bytes all taken`);
+    if (state.sent !== last) {
+      last = state.sent;
+      since = Date.now();
+      return null;
+    }
+    return Date.now() - since >= quietMs ? state.sent : null;
+  }, 15_000);
 }

@@ -8,7 +8,10 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { CW_ARGV, CwHome, waitFor, within } from "./helpers.ts";
+import { CW_ARGV, CwHome, pushInput, stalled, waitFor, within } from "./helpers.ts";
+import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
+import { wsDuplex } from "../shared/ws_duplex.ts";
+import { PTY_INPUT_MAX } from "../node/limits.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -479,6 +482,63 @@ Deno.test({
       const stopped = await relay.stop();
       assert.doesNotMatch(stopped.output, /uncaught|unhandled/i);
       assert.doesNotMatch(direct.output, /uncaught|unhandled/i);
+    } finally {
+      client.close();
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "hostile: an input flood through the relay is held back end to end, never queued",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "cw-hostile-" });
+    const certs = await makeCerts(`${tmp}/pki`);
+    const client = caClient(certs);
+    await using alpha = new CwHome();
+    try {
+      await using relay = await RelayProcess.start(`${tmp}/relay`, certs, {
+        extra: ["--ssh-listen", "off"],
+      });
+      await setupNode(alpha, relay, certs, "alpha", await invite(relay, client));
+      await waitOnline(alpha, "alpha");
+      const sleeper = await alpha.launch(["sleep", "600"]);
+      const before = { relay: rssKiB(relay.pid), node: rssKiB(alpha.nodePid()!) };
+      // a remote attach, as `cw attach alpha:N` opens it, whose writer never stops
+      const ws = await connectWebSocket(
+        new URL("/api/v1/nodes/alpha/connect", relay.url.replace(/^https/, "wss")),
+        {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+          caCerts: [Deno.readTextFileSync(certs.ca)],
+        },
+      );
+      const conn = new FramedConn(wsDuplex(ws as unknown as WebSocket));
+      await conn.sendJson(FrameKind.HELLO, helloFrame());
+      checkHello(await conn.next());
+      await conn.sendJson(FrameKind.REQUEST, { op: "attach", session: String(sleeper) });
+      assert.equal((await conn.next())?.kind, FrameKind.RESPONSE);
+      const writer = pushInput(conn, 64 * 1024 * 1024);
+      const sent = await stalled(writer.state);
+      const under = { relay: rssKiB(relay.pid), node: rssKiB(alpha.nodePid()!) };
+      console.log(
+        `held back after ${(sent / 1048576).toFixed(1)} MiB; relay RSS ${before.relay >> 10} → ` +
+          `${under.relay >> 10} MiB, node ${before.node >> 10} → ${under.node >> 10} MiB`,
+      );
+      // the PTY's bound, the mux window, the front's window, and the sockets' own buffers
+      assert.ok(sent < PTY_INPUT_MAX + 16 * 1024 * 1024, `${sent} bytes taken`);
+      assert.ok(under.relay - before.relay < 64 * 1024, "the relay grew by 64 MiB or more");
+      assert.ok(under.node - before.node < 64 * 1024, "the node grew by 64 MiB or more");
+      // held back, not cut off; and a one-shot send says what is wrong
+      assert.equal(writer.state.done, false, "the writer was disconnected");
+      const blocked = await alpha.run(["send", `alpha:${sleeper}`, "hello"]);
+      assert.equal(blocked.code, 1);
+      assert.match(blocked.stderr, /is not reading its input/);
+      // (a writer stuck in a full socket cannot send its close frame: the relay's stop cuts it)
+      conn.close();
+      assert.match(await alpha.ok(["list", "alpha"]), /sleep/);
+      await alpha.ok(["kill", String(sleeper)]);
     } finally {
       client.close();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import ssh2 from "ssh2";
-import { CW_SHELL, CwHome, shellQuote, waitFor, within } from "./helpers.ts";
+import { CW_SHELL, CwHome, pushInput, shellQuote, stalled, waitFor, within } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -143,50 +143,6 @@ async function rawAttach(home: CwHome, session: number): Promise<FramedConn> {
   const res = await conn.next();
   assert.equal(res?.kind, FrameKind.RESPONSE, JSON.stringify(res));
   return conn;
-}
-
-/**
- * Pushes up to `total` bytes of lines into an attach stream while draining
- * what comes back; `sent` counts what the transport took.
- */
-function pushInput(conn: FramedConn, total: number) {
-  const state = { sent: 0, done: false };
-  // lines: a terminal in canonical mode discards what does not fit a line, but keeps lines
-  const line = enc.encode("x".repeat(1023) + "\n");
-  const chunk = new Uint8Array(64 * 1024);
-  for (let i = 0; i < chunk.byteLength; i += line.byteLength) chunk.set(line, i);
-  const frame = encodeFrame(FrameKind.DATA, chunk);
-  const writing = (async () => {
-    try {
-      while (state.sent < total) {
-        await conn.send(frame);
-        state.sent += chunk.byteLength;
-      }
-    } catch {
-      // the connection closed under the writer: that is how it leaves
-    } finally {
-      state.done = true;
-    }
-  })();
-  const draining = (async () => {
-    while (await conn.next()) { /* the terminal's echo */ }
-  })();
-  return { state, finished: Promise.all([writing, draining]) };
-}
-
-/** Waits until `state.sent` stops growing for `quietMs`; returns it. */
-async function stalled(state: { sent: number; done: boolean }, quietMs = 1000): Promise<number> {
-  let last = -1;
-  let since = Date.now();
-  return await waitFor("the writer to be held back", () => {
-    if (state.done) throw new Error(`the writer finished: ${state.sent} bytes all taken`);
-    if (state.sent !== last) {
-      last = state.sent;
-      since = Date.now();
-      return null;
-    }
-    return Date.now() - since >= quietMs ? state.sent : null;
-  }, 15_000);
 }
 
 /** The session's output so far. */
