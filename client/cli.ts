@@ -116,6 +116,8 @@ export async function runClient(argv: string[]): Promise<number> {
     const targets = new Targets(home, server, command !== "stop");
     return await handler(rest, { targets, home });
   } catch (err) {
+    // the reader of our output left (`cw logs 3 | head`): quietly, as a program that got SIGPIPE
+    if (err instanceof Deno.errors.BrokenPipe) return 128 + 13;
     if (err instanceof RelayUsageError) {
       console.error(`cw: ${err.message}`);
       return 2;
