@@ -24,7 +24,7 @@ import {
   waitOnline,
 } from "./relay_helpers.ts";
 import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
-import { encodeFrame, FrameKind } from "../shared/protocol.ts";
+import { FrameKind } from "../shared/protocol.ts";
 import {
   decodeDial,
   Dial,
