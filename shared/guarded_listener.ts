@@ -35,6 +35,12 @@ export interface GuardLimits {
   handshakeMs: number;
   /** An untrusted connection silent both ways this long is closed. */
   idleMs: number;
+  /**
+   * An untrusted connection is closed this long after it was accepted, however
+   * busy: unauthenticated requests take milliseconds, and a slow body or a
+   * trickle of keep-alive requests must not hold a slot for good.
+   */
+  untrustedLifetimeMs: number;
   /** Untrusted connections at once from one address (IPv6: one /64). */
   perAddress: number;
   /** Connections at once on this listener. */
@@ -406,7 +412,10 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
       if (!c.handshaken && now - c.acceptedAt > limits.handshakeMs) {
         stats.handshakeTimeouts++;
         c.close();
-      } else if (!c.trusted && now - c.lastActive > limits.idleMs) {
+      } else if (
+        !c.trusted &&
+        (now - c.lastActive > limits.idleMs || now - c.acceptedAt > limits.untrustedLifetimeMs)
+      ) {
         stats.idleTimeouts++;
         c.close();
       }

@@ -33,6 +33,7 @@ export const STREAM_MAX_MESSAGE = MAX_FRAME_PAYLOAD + 64 * 1024;
 export const RELAY_HTTP_LIMITS: Omit<GuardLimits, "maxConnections"> = {
   handshakeMs: 10_000,
   idleMs: 60_000,
+  untrustedLifetimeMs: 120_000,
   perAddress: 32,
   // an idle connection costs ~11 KiB: a flood holds at most ~22 MiB (measured, bench)
   maxUntrusted: 2048,
@@ -47,6 +48,8 @@ export const RELAY_HTTP_LIMITS: Omit<GuardLimits, "maxConnections"> = {
 export const RELAY_SSH_LIMITS: Omit<GuardLimits, "maxConnections"> = {
   handshakeMs: 60_000,
   idleMs: 60_000,
+  // (an SSH connection is trusted at login, which the handshake deadline already bounds)
+  untrustedLifetimeMs: 60_000,
   perAddress: 16,
   // an SSH connection starts its key exchange at once (~16 KiB each)
   maxUntrusted: 512,
