@@ -157,8 +157,10 @@ export class SessionService {
       case "info":
         return respond(this.#host.info());
       case "relay_reload":
+        localOnly(req.op, local);
         return respond({ relay: await this.#host.reloadRelay() });
       case "shutdown":
+        localOnly(req.op, local);
         await respond({ ok: true });
         this.#host.requestShutdown();
         return;
@@ -260,6 +262,20 @@ export class SessionService {
       stop.abort();
     }
   }
+}
+
+/**
+ * Stopping the node and relinking it are for its own machine (the unix
+ * socket) only: no credential that reaches the node over the relay or the
+ * direct listener may end its sessions — the node checks, whatever the relay
+ * lets through.
+ */
+function localOnly(op: string, local: boolean): void {
+  if (local) return;
+  throw new CwError(
+    "forbidden",
+    `"${op === "shutdown" ? "cw stop" : op}" works only on the node's own machine`,
+  );
 }
 
 /**

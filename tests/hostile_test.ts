@@ -292,6 +292,28 @@ Deno.test({
   },
 });
 
+/** One request over a node-protocol WebSocket (HELLO, REQUEST); the answer frame. */
+async function remoteRequest(
+  url: URL,
+  token: string,
+  certs: TestCerts | null,
+  request: Record<string, unknown>,
+) {
+  const ws = await connectWebSocket(url, {
+    headers: { authorization: `Bearer ${token}` },
+    caCerts: certs ? [Deno.readTextFileSync(certs.ca)] : undefined,
+  });
+  const conn = new FramedConn(wsDuplex(ws as unknown as WebSocket));
+  try {
+    await conn.sendJson(FrameKind.HELLO, helloFrame());
+    checkHello(await conn.next());
+    await conn.sendJson(FrameKind.REQUEST, request);
+    return await within(conn.next(), 5_000, `an answer to ${request.op}`);
+  } finally {
+    conn.close();
+  }
+}
+
 /** Sends each payload on a fresh authenticated WebSocket; waits for the close or 2 s. */
 async function hammer(
   url: URL,
@@ -447,6 +469,18 @@ Deno.test({
       await healthz(relay, client);
       assert.match(await alpha.ok(["list", "alpha"]), /sh/);
 
+      // another node's credential (or even the admin's) cannot stop alpha or relink it
+      for (const token of [credential, ADMIN_TOKEN]) {
+        for (const op of ["shutdown", "relay_reload"]) {
+          const answer = await remoteRequest(wss("/api/v1/nodes/alpha/connect"), token, certs, {
+            op,
+          });
+          assert.equal(answer?.kind, FrameKind.ERROR, `${op}: ${JSON.stringify(answer)}`);
+          assert.equal((answer as { value: Record<string, unknown> }).value.code, "forbidden");
+        }
+      }
+      assert.match(await alpha.ok(["list", "alpha"]), /sh/);
+
       // oversized messages in parallel: Deno would hold each (up to 64 MiB) whole in memory;
       // the front lets no client get more than one largest message ahead of the server
       const before = rssKiB(relay.pid);
@@ -476,6 +510,8 @@ Deno.test({
         null,
         badProtocolFrames(),
       );
+      const stop = await remoteRequest(new URL(direct.wsUrl), nodeToken, null, { op: "shutdown" });
+      assert.equal((stop as { value: Record<string, unknown> }).value.code, "forbidden");
       assert.ok(direct.alive(), "the node died");
       assert.match(await listenHome.ok(["list"]), new RegExp(`\\b${session}\\b`));
       assert.ok(processAlive(relay.pid), "the relay died");
