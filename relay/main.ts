@@ -208,7 +208,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   const sweep = setInterval(async () => {
     try {
       for (const n of await store.listNodes()) {
-        if (n.revokedAt) relay.hub.disconnect(n.name, "revoked");
+        if (n.revokedAt) relay.revoked(n.name);
       }
     } catch (err) {
       logger.warn(`revocation sweep failed: ${err}`);

@@ -80,6 +80,8 @@ export interface Relay {
   publicKeys(): Promise<PublicKey[]>;
   /** Whether a password is a valid node credential or the admin token. */
   checkPassword(password: string): Promise<boolean>;
+  /** Closes every live connection of a node revoked elsewhere (the data dir). */
+  revoked(name: string): void;
   /** Publishes the HTTPS listener's counters in /metrics. */
   listenerStats(read: () => GuardStats): void;
 }
@@ -179,8 +181,28 @@ export function createRelay(deps: RelayDeps): Relay {
     if (p.kind === "node" && p.node.revokedAt) {
       throw new HttpError(403, "forbidden", `Node "${p.node.name}" has been revoked`);
     }
-    peerOf(c)?.trust();
+    const peer = peerOf(c);
+    peer?.trust();
+    if (peer && p.kind === "node") holdsConnection(p.node.name, peer);
     return p;
+  };
+
+  /** The live connections each node credential authenticated: revocation closes them all. */
+  const connectionsOf = new Map<string, Set<Peer>>();
+  const holdsConnection = (name: string, peer: Peer) => {
+    let set = connectionsOf.get(name);
+    if (!set) connectionsOf.set(name, set = new Set());
+    if (set.has(peer)) return;
+    set.add(peer);
+    peer.onClose(() => {
+      set.delete(peer);
+      if (set.size === 0 && connectionsOf.get(name) === set) connectionsOf.delete(name);
+    });
+  };
+  /** Ends everything a node's credential holds: its link, streams, KV watches, dial-backs. */
+  const cutOff = (name: string, reason: string) => {
+    hub.disconnect(name, reason);
+    for (const peer of [...(connectionsOf.get(name) ?? [])]) peer.close();
   };
 
   /** Who a token belongs to (revoked nodes included), or null. */
@@ -358,7 +380,7 @@ export function createRelay(deps: RelayDeps): Relay {
         throw new HttpError(409, "name_taken", `The name "${name}" is held by another node`);
       }
     }
-    hub.disconnect(name, "re-registered");
+    cutOff(name, "re-registered"); // the old credential's connections go with it
     deps.logger.info(`registered node ${name} from ${c.get("addr")}`);
     return c.json({ name, credential, baseUrl: deps.baseUrl }, 201);
   });
@@ -386,7 +408,7 @@ export function createRelay(deps: RelayDeps): Relay {
     const node = await deps.store.getNode(name);
     if (!node) throw new HttpError(404, "not_found", `No node "${name}"`);
     await deps.store.putNode({ ...node, revokedAt: now().toISOString() });
-    hub.disconnect(name, "revoked");
+    cutOff(name, "revoked");
     deps.logger.info(`revoked node ${name}`);
     return c.body(null, 204);
   });
@@ -637,6 +659,7 @@ export function createRelay(deps: RelayDeps): Relay {
     dialback,
     speaks: (name: string, feature: string) => hub.get(name)?.features?.includes(feature) ?? false,
     publicKeys,
+    revoked: (name: string) => cutOff(name, "revoked"),
     listenerStats(read: () => GuardStats) {
       const gauges: [keyof GuardStats, string, string][] = [
         ["open", "cw_relay_connections_open", "Client connections open on HTTPS"],

@@ -103,6 +103,8 @@ export interface Peer {
   trust(): void;
   /** Closes the connection. */
   close(): void;
+  /** Calls `fn` once the connection is closed (at once if it is). */
+  onClose(fn: () => void): void;
 }
 
 /** Counters, for metrics and the benchmark. */
@@ -193,6 +195,7 @@ class Conn implements Peer {
   window = 0;
   #wake: (() => void) | null = null;
   #onTrust: (c: Conn) => void;
+  #onClose: (() => void)[] = [];
 
   constructor(client: Deno.TcpConn, onTrust: (c: Conn) => void) {
     const remote = client.remoteAddr as Deno.NetAddr;
@@ -232,10 +235,15 @@ class Conn implements Peer {
     this.trusted = true;
     this.#onTrust(this);
   }
+  onClose(fn: () => void): void {
+    if (this.closed) fn();
+    else this.#onClose.push(fn);
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.wakeUp();
+    for (const fn of this.#onClose.splice(0)) fn();
     for (const c of [this.client, this.backend]) {
       try {
         c?.close();

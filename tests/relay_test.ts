@@ -6,6 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { CW_ARGV, CwHome, waitFor, within } from "./helpers.ts";
+import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
+import { FrameKind } from "../shared/protocol.ts";
+import { wsDuplex } from "../shared/ws_duplex.ts";
+import { connectWebSocket } from "../shared/ws_client.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -442,13 +446,44 @@ Deno.test("relay: nodes register by invite, come back after restart and SIGKILL,
     "beta",
   ]);
 
-  // revoke beta through the admin API of the running relay
+  // revoke beta through the admin API of the running relay, while beta's credential holds
+  // a KV watch and a remote attach to alpha open: both end within a second
   const betaCredential = credentialOf(beta);
+  await using betaWatch = new Watcher(beta, ["kv", "watch", "persist"]);
+  await betaWatch.subscribed(() => alpha.ok(["kv", "set", "persist", "v1"]));
+  const sleeper = await alpha.launch(["sleep", "600"]);
+  const betaAttach = new FramedConn(
+    wsDuplex(
+      await connectWebSocket(
+        new URL("/api/v1/nodes/alpha/connect", relay.url.replace(/^https/, "wss")),
+        {
+          headers: { authorization: `Bearer ${betaCredential}` },
+          caCerts: [Deno.readTextFileSync(certs.ca)],
+        },
+      ) as unknown as WebSocket,
+    ),
+  );
+  await betaAttach.sendJson(FrameKind.HELLO, helloFrame());
+  checkHello(await betaAttach.next());
+  await betaAttach.sendJson(FrameKind.REQUEST, { op: "attach", session: String(sleeper) });
+  assert.equal((await betaAttach.next())?.kind, FrameKind.RESPONSE);
+  const attachEnded = (async () => {
+    while (await betaAttach.next()) { /* output until the stream ends */ }
+  })().catch(() => {});
+  const revokedAt = performance.now();
   const revoked = await alpha.run(
     ["relay", "nodes", "--revoke", "beta", "--relay-url", relay.url, "--ca-cert", certs.ca],
     { env: { CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN } },
   );
   assert.equal(revoked.code, 0, revoked.stderr);
+  await within(Promise.all([betaWatch.exited(), attachEnded]), 5_000, "beta's streams to end");
+  const cutMs = performance.now() - revokedAt;
+  console.log(
+    `beta's watch and attach ended ${
+      Math.round(cutMs)
+    } ms after \`cw relay nodes --revoke\` started`,
+  );
+  await alpha.ok(["kill", String(sleeper)]);
   // the link is closed at once: no wait
   text = await metrics(relay, client);
   assert.equal(metric(text, "cw_relay_connected_nodes"), 1, text);
