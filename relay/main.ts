@@ -183,6 +183,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
         logger,
         publicKeys: relay.publicKeys,
         checkPassword: relay.checkPassword,
+        holdSshConnection: relay.holdSshConnection,
         dialback: relay.dialback,
         speaks: relay.speaks,
         budget,

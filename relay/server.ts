@@ -80,6 +80,11 @@ export interface Relay {
   publicKeys(): Promise<PublicKey[]>;
   /** Whether a password is a valid node credential or the admin token. */
   checkPassword(password: string): Promise<boolean>;
+  /**
+   * Records an SSH connection that logged in with node `name`'s credential or
+   * with key `fingerprint`: revoking that node or removing that key closes it.
+   */
+  holdSshConnection(peer: Peer, login: { password?: string; fingerprint?: string }): Promise<void>;
   /** Closes every live connection of a node revoked elsewhere (the data dir). */
   revoked(name: string): void;
   /** Publishes the HTTPS listener's counters in /metrics. */
@@ -187,7 +192,10 @@ export function createRelay(deps: RelayDeps): Relay {
     return p;
   };
 
-  /** The live connections each node credential authenticated: revocation closes them all. */
+  /**
+   * The live connections each node credential (by name) or SSH key (`key:FP`)
+   * authenticated: revocation closes them all.
+   */
   const connectionsOf = new Map<string, Set<Peer>>();
   const holdsConnection = (name: string, peer: Peer) => {
     let set = connectionsOf.get(name);
@@ -485,6 +493,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.delete("/api/v1/ssh-keys/:fingerprint", requireAuth(false), async (c) => {
     const fp = c.req.param("fingerprint") ?? "";
     if (!(await deps.store.removeSshKey(fp))) throw new HttpError(404, "not_found", `No key ${fp}`);
+    cutOff(`key:${fp}`, "key removed"); // its SSH sessions end with it
     return c.body(null, 204);
   });
 
@@ -671,6 +680,13 @@ export function createRelay(deps: RelayDeps): Relay {
         ["evicted", "cw_relay_connections_evicted_total", "Stale handshakes closed for room"],
       ];
       for (const [key, name, help] of gauges) metrics.gauge(name, help, () => read()[key]);
+    },
+    async holdSshConnection(peer: Peer, login: { password?: string; fingerprint?: string }) {
+      if (login.fingerprint) holdsConnection(`key:${login.fingerprint}`, peer);
+      if (login.password) {
+        const p = await principalOf(login.password);
+        if (p?.kind === "node") holdsConnection(p.node.name, peer);
+      }
     },
     async checkPassword(password: string) {
       const p = await principalOf(password);

@@ -120,6 +120,8 @@ export interface GatewayDeps {
   publicKeys(): Promise<PublicKey[]>;
   /** Whether a password is a node credential or the admin token. */
   checkPassword(password: string): Promise<boolean>;
+  /** Ties a logged-in connection to its credential or key, so that revoking it cuts the connection. */
+  holdSshConnection(peer: Peer, login: { password?: string; fingerprint?: string }): Promise<void>;
   /**
    * Opens a dial-back connection from node `name`; throws CwError
    * `not_found`, `node_offline` or `timeout` with a message for the user.
@@ -187,6 +189,7 @@ export function startSshGateway(
             ) {
               deps.logger.info(`ssh: ${addr} logged in to ${user} with key ${match.fingerprint}`);
               peer.trust();
+              await deps.holdSshConnection(peer, { fingerprint: match.fingerprint });
               return ctx.accept();
             }
           }
@@ -194,6 +197,7 @@ export function startSshGateway(
           if (await deps.checkPassword(ctx.password)) {
             deps.logger.info(`ssh: ${addr} logged in to ${user} with a password`);
             peer.trust();
+            await deps.holdSshConnection(peer, { password: ctx.password });
             return ctx.accept();
           }
         }

@@ -509,8 +509,16 @@ Deno.test("ssh auth: registered key, authorized_keys, passwords, refusals, stabl
   assert.equal(r.code, 0, r.stderr);
   assert.equal(dec.decode(r.stdout), "from-file\n");
 
-  // a removed key no longer logs in
+  // a removed key no longer logs in, and its open sessions end with it
+  const logins = async () =>
+    (await Deno.readTextFile(`${rig.relay.dataDir}/relay.log`))
+      .split(`with key ${listed[0].fingerprint}`).length;
+  const before = await logins();
+  const open = rig.ssh("alpha", "sleep 60", { key: registered.path, timeoutMs: 30_000 });
+  await waitFor("the session to log in", async () => await logins() > before);
   await alpha.ok(["ssh-key", "remove", listed[0].fingerprint]);
+  const cut = await within(open, 10_000, "the removed key's session to end");
+  assert.notEqual(cut.code, 0);
   r = await rig.ssh("alpha", "true", { key: registered.path });
   assert.equal(r.code, 255);
   assert.match(r.stderr, denied);
