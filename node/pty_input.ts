@@ -9,8 +9,9 @@
  *
  * libc is reached through the PTY addon's own handle (dlsym searches the
  * addon's dependencies), so the worker's ffi permission, scoped to the
- * addon's directory, is enough. Where that fails, {@link openInputWriter}
- * returns null and the worker keeps node-pty's own write.
+ * addon's directory, is enough; a compiled binary (ffi unscoped) opens libc.
+ * Where both fail, {@link openInputWriter} returns null and the worker keeps
+ * node-pty's own write.
  */
 import { createRequire } from "node:module";
 
@@ -43,15 +44,21 @@ export interface PtyInput {
 /** Opens libc through the PTY addon; null where this platform or build cannot. */
 export function openInputWriter(): InputWriter | null {
   if (Deno.build.os !== "linux") return null; // the addon's package name differs elsewhere
-  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
   try {
     const require = createRequire(import.meta.url);
     const pkg = createRequire(require.resolve("@lydell/node-pty/package.json"));
     const arch = Deno.build.arch === "x86_64" ? "x64" : "arm64";
     lib = Deno.dlopen(pkg.resolve(`@lydell/node-pty-linux-${arch}/pty.node`), SYMBOLS);
   } catch {
-    return null;
+    // a compiled binary unpacks the addon elsewhere, and grants ffi unscoped: libc itself
+    try {
+      lib = Deno.dlopen("libc.so.6", SYMBOLS);
+    } catch {
+      return null;
+    }
   }
+  const libc = lib;
   return {
     open(fd, taken, alive) {
       let queue: Uint8Array[] = [];
@@ -70,7 +77,7 @@ export function openInputWriter(): InputWriter | null {
             break;
           }
           const chunk = queue[0];
-          const n = Number(lib.symbols.write(fd, chunk, BigInt(chunk.byteLength)));
+          const n = Number(libc.symbols.write(fd, chunk, BigInt(chunk.byteLength)));
           if (n > 0) {
             took += n;
             delay = RETRY_FIRST_MS;
