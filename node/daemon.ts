@@ -14,15 +14,12 @@ import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
 import { raiseFdLimit } from "../shared/libc.ts";
 import { installLastResort } from "../shared/last_resort.ts";
-import { type FdBudget, isFdExhausted } from "../shared/guarded_listener.ts";
+import { acceptLoop, type FdBudget } from "../shared/guarded_listener.ts";
 import {
   connectionBudget,
   NODE_FD_SHARE,
   NODE_SOCKET_MAX_CONNECTIONS,
 } from "../shared/listener_limits.ts";
-
-/** Longest back-off after a failed accept on the unix socket. */
-const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** Node settings; every size has a default. */
 export interface NodeOptions {
@@ -249,36 +246,25 @@ class Daemon {
    */
   async #accept(listener: Deno.UnixListener, service: SessionService): Promise<void> {
     let open = 0;
-    let backoff = 0;
-    while (!this.#shutdown) {
-      let conn: Deno.UnixConn;
-      try {
-        conn = await listener.accept();
-        backoff = 0;
-      } catch (err) {
-        if (this.#shutdown || err instanceof Deno.errors.BadResource) return;
-        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : 5);
-        this.#logger.warn(
-          `socket: accept failed (${
-            isFdExhausted(err) ? "out of file descriptors" : (err as Error).message
-          }); retrying in ${backoff} ms`,
-        );
-        await new Promise((r) => setTimeout(r, backoff));
-        continue;
-      }
-      if (open >= NODE_SOCKET_MAX_CONNECTIONS || !this.#budget.take(1)) {
-        this.#logger.warn(`socket: refused a connection (${open} open)`);
-        conn.close();
-        continue;
-      }
-      open++;
-      service.serve(conn, { local: true }).catch((err) =>
-        this.#logger.error(`socket: connection failed: ${(err as Error)?.stack ?? err}`)
-      ).finally(() => {
-        open--;
-        this.#budget.give(1);
-      });
-    }
+    await acceptLoop(listener, {
+      name: "socket",
+      logger: this.#logger,
+      running: () => !this.#shutdown,
+      onConn: (conn) => {
+        if (open >= NODE_SOCKET_MAX_CONNECTIONS || !this.#budget.take(1)) {
+          this.#logger.warn(`socket: refused a connection (${open} open)`);
+          conn.close();
+          return;
+        }
+        open++;
+        service.serve(conn, { local: true }).catch((err) =>
+          this.#logger.error(`socket: connection failed: ${(err as Error)?.stack ?? err}`)
+        ).finally(() => {
+          open--;
+          this.#budget.give(1);
+        });
+      },
+    });
   }
 
   shutdown(reason: string): Promise<void> {

@@ -276,6 +276,45 @@ export function isFdExhausted(err: unknown): boolean {
     /os error 2[34]\)/.test(String((err as Error)?.message));
 }
 
+/**
+ * Accepts until `running()` is false or the listener closes, handing each
+ * connection to `onConn`. A failed accept (out of descriptors, above all)
+ * never ends the loop: it backs off 5 ms → {@link ACCEPT_BACKOFF_MAX_MS} and
+ * retries, as Go's net/http does.
+ */
+export async function acceptLoop<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
+  opts: {
+    name: string;
+    logger: Logger;
+    running(): boolean;
+    onConn(conn: C): void;
+    onError?(err: unknown): void;
+  },
+): Promise<void> {
+  let backoff = 0;
+  while (opts.running()) {
+    let conn: C;
+    try {
+      conn = await listener.accept();
+      backoff = 0;
+    } catch (err) {
+      if (!opts.running()) return;
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
+      opts.onError?.(err);
+      backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : 5);
+      opts.logger.warn(
+        `${opts.name}: accept failed (${
+          isFdExhausted(err) ? "out of file descriptors" : (err as Error).message
+        }); retrying in ${backoff} ms`,
+      );
+      await new Promise((r) => setTimeout(r, backoff));
+      continue;
+    }
+    opts.onConn(conn);
+  }
+}
+
 /** Opens a guarded front on `hostname:port`. */
 export function listenGuarded(opts: GuardOptions): GuardedListener {
   const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
@@ -431,29 +470,13 @@ export function listenGuarded(opts: GuardOptions): GuardedListener {
   }, SWEEP_MS);
   Deno.unrefTimer(sweep);
 
-  (async () => {
-    let backoff = 0;
-    while (accepting) {
-      let client: Deno.TcpConn;
-      try {
-        client = await listener.accept();
-        backoff = 0;
-      } catch (err) {
-        if (!accepting) break;
-        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) break;
-        stats.acceptErrors++;
-        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : 5);
-        opts.logger.warn(
-          `${opts.name}: accept failed (${
-            isFdExhausted(err) ? "out of file descriptors" : (err as Error).message
-          }); retrying in ${backoff} ms`,
-        );
-        await new Promise((r) => setTimeout(r, backoff));
-        continue;
-      }
-      admit(client);
-    }
-  })();
+  void acceptLoop(listener, {
+    name: opts.name,
+    logger: opts.logger,
+    running: () => accepting,
+    onConn: admit,
+    onError: () => stats.acceptErrors++,
+  });
 
   const stopAccepting = () => {
     if (!accepting) return;
