@@ -20,7 +20,7 @@ import { nodeRunning } from "./local.ts";
 import type { NodeClient } from "./node_client.ts";
 import { splitRef, Targets } from "./targets.ts";
 import { serverCmd } from "./servers.ts";
-import { kv, nodes, RelayUsageError, setup, sshKey } from "./relay_cmds.ts";
+import { kv, login, logout, nodes, RelayUsageError, setup, sshKey } from "./relay_cmds.ts";
 
 /** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
 const TIMEOUT_EXIT = 124;
@@ -61,6 +61,8 @@ const HANDLERS: Record<string, Handler> = {
   setup: (args, ctx) => setup(args, ctx.home, ctx.targets.client(null)),
   server: (args, ctx) => serverCmd(args, ctx.home),
   nodes: (args, ctx) => nodes(args, ctx.home),
+  login: (args, ctx) => login(args, ctx.home),
+  logout: (args, ctx) => logout(args, ctx.home),
   kv: (args, ctx) => kv(args, ctx.home),
   "ssh-key": (args, ctx) => sshKey(args, ctx.home),
 };

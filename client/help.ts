@@ -83,14 +83,28 @@ stdin), CW_INVITE, or --invite TOKEN (visible to other users in ps). URL is
 https://; plain http:// only to loopback, or with --insecure when the network
 to the relay is private.`,
   },
+  login: {
+    usage: "cw login --relay-url URL [--token-file F | --token -] [--ca-cert FILE] [--insecure]",
+    text: `Make this machine a client of a relay network without making it a node: the
+token from cw relay user add (read from --token-file F, --token - or stdin, or
+CW_USER_TOKEN) is checked with the relay and saved 0600 in $CW_HOME/login.json.
+Then cw nodes, cw list NODE, cw attach NODE:ID, cw kv … and cw ssh-key use it
+(it is preferred over this machine's node credential). cw logout forgets it.`,
+  },
+  logout: {
+    usage: "cw logout",
+    text: "Forget the user token saved by cw login.",
+  },
   nodes: {
     usage: "cw nodes [--json]",
-    text: "List the relay's nodes: online state, last seen, address, version, sessions.",
+    text:
+      "List the nodes of your relay network: network, online state, last seen, address, version, sessions.",
   },
   kv: {
     usage:
       "cw kv set KEY VALUE|--file F|--stdin [--ns NS] [--ttl D] [--if-version V] | get KEY | list [PREFIX] [--json] | delete KEY | watch KEY|--prefix P",
-    text: `The relay's shared key-value store (namespace "default" unless --ns).
+    text: `The relay's shared key-value store (namespace "default" unless --ns); each
+network has its own namespaces, and a read-only user may only read.
 get prints the value alone (exit 1 if missing); set prints the new version;
 --if-version makes set a compare-and-set; watch prints one JSON line per change.`,
   },
@@ -103,8 +117,10 @@ get prints the value alone (exit 1 if missing); set prints the new version;
     usage:
       "cw relay [--listen ADDR] [--tls-cert F --tls-key F] [--base-url URL] [--data-dir DIR] [--auth-mode token|none]",
     text: `Run the relay, or administer it:
-  cw relay invite [--uses N] [--ttl D] | --list | --revoke ID
-  cw relay nodes [--json] | --revoke NAME
+  cw relay invite [--network NAME] [--uses N] [--ttl D] | --list | --revoke ID
+  cw relay user add NAME [--network NAME] [--read-only] [--ttl D] | list | revoke NAME
+  cw relay nodes [--json] [--network NAME] | --revoke NAME
+  cw relay audit [--since D|TIME] [--follow] [--json]
 Admin commands use --data-dir DIR, or --relay-url URL with the admin token from
 --admin-token-file F, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.`,
   },

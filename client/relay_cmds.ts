@@ -1,19 +1,23 @@
 /**
- * Client commands that talk to the relay over HTTPS: `cw setup`, `cw nodes`,
- * `cw kv`. They use the relay config and credential saved by `cw setup`.
+ * Client commands that talk to the relay over HTTPS: `cw setup`, `cw login`,
+ * `cw nodes`, `cw kv`, `cw ssh-key`. They use the user token saved by
+ * `cw login`, or else the node credential saved by `cw setup`.
  */
 import { parseArgs } from "node:util";
 import { CwError } from "../shared/errors.ts";
-import type { ErrorCode } from "../shared/protocol.ts";
 import { parseDuration } from "../shared/duration.ts";
 import {
-  assertRelayTransport,
+  loadRelayAccess,
   loadRelayConfig,
-  type RelayConfig,
+  type RelayAccess,
   relayHttpClient,
+  removeLogin,
   removeRelayConfig,
+  saveLogin,
   saveRelayConfig,
 } from "../shared/relay_config.ts";
+import { checkResponse, type NodeRow, paths, type WhoAmI } from "../shared/api.ts";
+import { RELAY_NAME_RE } from "../shared/names.ts";
 import { VERSION } from "../shared/version.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
@@ -30,9 +34,6 @@ export class RelayUsageError extends Error {
   }
 }
 
-/** Node names on a relay. */
-const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-
 function parse<T extends Record<string, { type: "string" | "boolean"; multiple?: boolean }>>(
   args: string[],
   options: T,
@@ -44,48 +45,124 @@ function parse<T extends Record<string, { type: "string" | "boolean"; multiple?:
   }
 }
 
-/** The saved relay config, or a clear error telling to run `cw setup`. */
-export function requireRelay(home: string): RelayConfig {
-  const config = loadRelayConfig(home);
-  if (!config) {
+/** How this machine reaches its relay, or a clear error telling to run `cw login` or `cw setup`. */
+export function requireRelay(home: string): RelayAccess {
+  const access = loadRelayAccess(home);
+  if (!access) {
     throw new CwError(
       "not_found",
-      "This machine is not set up for a relay: run cw setup --relay-url URL --invite-file FILE",
+      "This machine has no relay: cw login --relay-url URL --token-file FILE (a user), or cw setup --relay-url URL --invite-file FILE (a node)",
     );
   }
-  assertRelayTransport(config);
-  return config;
+  return access;
 }
 
-/** fetch against the relay with the node credential; HTTP errors become CwError. */
+/** fetch against the relay with this machine's token; a failed connection becomes a CwError. */
 export async function relayFetch(
-  config: RelayConfig,
+  access: Pick<RelayAccess, "url" | "token" | "caCert">,
   path: string,
   init: RequestInit = {},
 ): Promise<Response> {
-  const client = relayHttpClient(config);
+  const client = relayHttpClient(access);
   try {
-    const res = await fetch(new URL(path, config.url), {
+    const res = await fetch(new URL(path, access.url), {
       ...init,
       client,
-      headers: { authorization: `Bearer ${config.credential}`, ...(init.headers ?? {}) },
+      headers: { authorization: `Bearer ${access.token}`, ...(init.headers ?? {}) },
     } as RequestInit);
     return res;
   } catch (err) {
     client?.close();
     throw new CwError(
       "node_unavailable",
-      `Cannot reach the relay at ${config.url}: ${(err as Error).message}`,
+      `Cannot reach the relay at ${access.url}: ${(err as Error).message}`,
     );
   }
 }
 
 /** Throws the JSON error of a failed response as a CwError. */
 export async function throwForStatus(res: Response): Promise<void> {
-  if (res.ok) return;
-  const body = await res.json().catch(() => null);
-  const code = (body?.error?.code ?? "internal") as ErrorCode;
-  throw new CwError(code, body?.error?.message ?? `The relay answered HTTP ${res.status}`);
+  await checkResponse(res);
+}
+
+/** A relay URL from a flag: https, or http to loopback (or anywhere with --insecure). */
+function relayUrl(url: string | undefined, insecure: boolean, what: string): URL {
+  if (!url) throw new RelayUsageError("Missing --relay-url URL");
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new RelayUsageError(`Invalid --relay-url "${url}"`);
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    throw new RelayUsageError(
+      "--relay-url must be an https:// URL (http:// only for a relay on loopback)",
+    );
+  }
+  if (!insecure && isCleartextRemote(parsed)) {
+    throw new RelayUsageError(
+      `Refusing to send the ${what} in clear text to ${parsed.origin}: use an https:// URL, or add --insecure if the network to the relay is private`,
+    );
+  }
+  return parsed;
+}
+
+async function readCaCert(path: string | undefined): Promise<string | null> {
+  if (!path) return null;
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new CwError("not_found", `Cannot read --ca-cert ${path}: ${(err as Error).message}`);
+  }
+}
+
+// ---------------------------------------------------------------- login
+
+/**
+ * `cw login --relay-url URL [--token-file F | --token - | CW_USER_TOKEN]
+ * [--ca-cert FILE] [--insecure]`: checks the user token with the relay and
+ * saves it (0600), so this machine is a client of that network without
+ * being a node. Without a token flag the token is read from stdin.
+ */
+export async function login(args: string[], home: string): Promise<number> {
+  const { values, positionals } = parse(args, {
+    "relay-url": { type: "string" },
+    token: { type: "string" },
+    "token-file": { type: "string" },
+    "ca-cert": { type: "string" },
+    insecure: { type: "boolean" },
+  });
+  if (positionals.length) throw new RelayUsageError(`Unexpected argument "${positionals[0]}"`);
+  const insecure = values.insecure === true;
+  const url = relayUrl(values["relay-url"], insecure, "user token");
+  const given = values.token !== undefined || values["token-file"] !== undefined;
+  const token = await readSecret({
+    flag: "token",
+    value: given ? values.token : Deno.env.get("CW_USER_TOKEN") ? undefined : "-",
+    file: values["token-file"],
+    envVar: "CW_USER_TOKEN",
+  });
+  if (!token) throw new RelayUsageError("Missing the token: --token-file FILE or --token -");
+  const caCert = await readCaCert(values["ca-cert"]);
+  const access = { url: url.origin, token, caCert, insecure };
+  const res = await relayFetch(access, paths.whoami);
+  await checkResponse(res);
+  const me = await res.json() as WhoAmI;
+  ensurePrivateDir(home);
+  saveLogin(home, access);
+  console.error(
+    `Logged in to ${url.origin} as ${me.kind}${me.name ? ` "${me.name}"` : ""}${
+      me.network ? ` of network "${me.network}"` : ""
+    }${me.readOnly ? " (read-only)" : ""}.`,
+  );
+  return 0;
+}
+
+/** `cw logout`: forgets the saved user token. */
+export function logout(args: string[], home: string): Promise<number> {
+  if (args.length) throw new RelayUsageError(`Unexpected argument "${args[0]}"`);
+  console.error(removeLogin(home) ? "Logged out." : "Not logged in.");
+  return Promise.resolve(0);
 }
 
 // ---------------------------------------------------------------- setup
@@ -113,25 +190,8 @@ export async function setup(args: string[], home: string, client: NodeClient): P
     );
     return 0;
   }
-  const url = values["relay-url"];
-  if (!url) throw new RelayUsageError("Missing --relay-url URL");
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new RelayUsageError(`Invalid --relay-url "${url}"`);
-  }
-  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
-    throw new RelayUsageError(
-      "--relay-url must be an https:// URL (http:// only for a relay on loopback)",
-    );
-  }
   const insecure = values.insecure === true;
-  if (!insecure && isCleartextRemote(parsed)) {
-    throw new RelayUsageError(
-      `Refusing to send the invite in clear text to ${parsed.origin}: use an https:// URL, or add --insecure if the network to the relay is private`,
-    );
-  }
+  const parsed = relayUrl(values["relay-url"], insecure, "invite");
   const invite = await readSecret({
     flag: "invite",
     value: values.invite,
@@ -139,28 +199,18 @@ export async function setup(args: string[], home: string, client: NodeClient): P
     envVar: "CW_INVITE",
   });
   const name = values.name ?? defaultNodeName();
-  if (!NODE_NAME_RE.test(name)) {
+  if (!RELAY_NAME_RE.test(name)) {
     throw new RelayUsageError(
       `Invalid node name "${name}": use 1-63 of [A-Za-z0-9_-], starting with a letter or digit`,
     );
   }
-  let caCert: string | null = null;
-  if (values["ca-cert"]) {
-    try {
-      caCert = await Deno.readTextFile(values["ca-cert"]);
-    } catch (err) {
-      throw new CwError(
-        "not_found",
-        `Cannot read --ca-cert ${values["ca-cert"]}: ${(err as Error).message}`,
-      );
-    }
-  }
+  const caCert = await readCaCert(values["ca-cert"]);
   const base = parsed.origin;
   const previous = loadRelayConfig(home);
   ensurePrivateDir(home); // before the invite is spent, so the credential has a home
   const res = await relayFetch(
-    { url: base, name, credential: "", caCert, insecure },
-    "/api/v1/register",
+    { url: base, token: "", caCert },
+    paths.register,
     {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -216,21 +266,12 @@ function defaultNodeName(): string {
 
 // ---------------------------------------------------------------- nodes
 
-interface NodeRow {
-  name: string;
-  online: boolean;
-  lastSeenAt: string | null;
-  addr: string | null;
-  version: string | null;
-  sessions: number | null;
-}
-
 /** `cw nodes [--json]`. */
 export async function nodes(args: string[], home: string): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: "boolean" } });
   if (positionals.length) throw new RelayUsageError(`Unexpected argument "${positionals[0]}"`);
   const config = requireRelay(home);
-  const res = await relayFetch(config, "/api/v1/nodes");
+  const res = await relayFetch(config, paths.nodes);
   await throwForStatus(res);
   const { nodes } = await res.json() as { nodes: NodeRow[] };
   if (values.json) {
@@ -239,13 +280,14 @@ export async function nodes(args: string[], home: string): Promise<number> {
   }
   const rows = nodes.map((n) => [
     n.name,
+    n.network ?? "default",
     n.online ? "online" : "offline",
     n.lastSeenAt ?? "never",
     n.addr ?? "-",
     n.version ?? "-",
     n.sessions === null ? "-" : String(n.sessions),
   ]);
-  const head = ["NAME", "STATE", "LAST SEEN", "ADDRESS", "VERSION", "SESSIONS"];
+  const head = ["NAME", "NETWORK", "STATE", "LAST SEEN", "ADDRESS", "VERSION", "SESSIONS"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   for (const r of [head, ...rows]) {
     console.log(r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
@@ -257,11 +299,7 @@ export async function nodes(args: string[], home: string): Promise<number> {
 
 const KV_USAGE = "cw kv set|get|list|delete|watch …";
 
-function kvPath(ns: string, key?: string): string {
-  return `/api/v1/kv/${encodeURIComponent(ns)}${
-    key === undefined ? "" : `/${encodeURIComponent(key)}`
-  }`;
-}
+const kvPath = paths.kv;
 
 /** `cw kv set|get|list|delete|watch`. */
 export async function kv(args: string[], home: string): Promise<number> {
@@ -418,7 +456,7 @@ export async function sshKey(args: string[], home: string): Promise<number> {
       if (/PRIVATE KEY/.test(line)) {
         throw new RelayUsageError(`${path} is a private key; give the .pub file`);
       }
-      const res = await relayFetch(config, "/api/v1/ssh-keys", {
+      const res = await relayFetch(config, paths.sshKeys, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ key: line.split("\n")[0] }),
@@ -427,13 +465,15 @@ export async function sshKey(args: string[], home: string): Promise<number> {
       const { fingerprint } = await res.json();
       console.log(fingerprint);
       console.error(
-        `Added ${fingerprint}: ssh ${config.name}@${new URL(config.url).hostname} -p 2222`,
+        `Added ${fingerprint}: ssh ${config.node ?? "NODE"}@${
+          new URL(config.url).hostname
+        } -p 2222`,
       );
       return 0;
     }
     case "list": {
       if (positionals.length) throw new RelayUsageError("Usage: cw ssh-key list [--json]");
-      const res = await relayFetch(config, "/api/v1/ssh-keys");
+      const res = await relayFetch(config, paths.sshKeys);
       await throwForStatus(res);
       const { keys } = await res.json() as {
         keys: { fingerprint: string; line: string; addedBy: string; addedAt: string }[];
@@ -456,7 +496,7 @@ export async function sshKey(args: string[], home: string): Promise<number> {
       if (!fp || positionals.length > 1) {
         throw new RelayUsageError("Usage: cw ssh-key remove FINGERPRINT");
       }
-      const res = await relayFetch(config, `/api/v1/ssh-keys/${encodeURIComponent(fp)}`, {
+      const res = await relayFetch(config, paths.sshKey(fp), {
         method: "DELETE",
       });
       await throwForStatus(res);

@@ -8,14 +8,16 @@ import { join } from "node:path";
 import { CwError } from "../shared/errors.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
-import { assertRelayTransport, loadRelayConfig } from "../shared/relay_config.ts";
+import { loadRelayAccess } from "../shared/relay_config.ts";
+import { paths } from "../shared/api.ts";
+import { RELAY_NAME_RE } from "../shared/names.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import { connectWebSocket } from "../shared/ws_client.ts";
 import { localDialer } from "./local.ts";
 import { type Dialer, NodeClient } from "./node_client.ts";
 
 /** Node names, as on the relay. */
-export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+export const NODE_NAME_RE = RELAY_NAME_RE;
 
 /** A session reference split into its node (null: this machine) and session. */
 export interface SessionTarget {
@@ -126,17 +128,16 @@ export class Targets {
 
   #relayDialer(node: string): Dialer {
     if (!NODE_NAME_RE.test(node)) throw new CwError("invalid_name", `Invalid node name "${node}"`);
-    const config = loadRelayConfig(this.#home);
-    if (!config) {
+    const access = loadRelayAccess(this.#home);
+    if (!access) {
       throw new CwError(
         "not_found",
-        `Cannot reach node "${node}": no relay is set up (cw setup --relay-url URL --invite-file FILE)`,
+        `Cannot reach node "${node}": no relay is set up (cw login --relay-url URL, or cw setup --relay-url URL --invite-file FILE)`,
       );
     }
-    assertRelayTransport(config);
-    const url = new URL(`/api/v1/nodes/${encodeURIComponent(node)}/connect`, config.url);
+    const url = new URL(paths.connect(node), access.url);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    return wsDialer(url, config.credential, config.caCert, `the relay ${config.url}`);
+    return wsDialer(url, access.token, access.caCert, `the relay ${access.url}`);
   }
 
   #serverDialer(name: string): Dialer {

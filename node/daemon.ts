@@ -230,9 +230,14 @@ class Daemon {
     if (!config || this.#shutdown) return null;
     this.#link = new RelayLink(config, {
       logger: this.#logger,
-      serve: (stream) => void service.serve(stream),
+      serve: (stream, principal) => void service.serve(stream, { principal }),
       sessions: () => this.#manager.counts().running,
-      dialback: (cfg, ticket) => void runDialback(cfg, ticket, this.#pty, this.#logger),
+      dialback: (cfg, ticket, principal) => {
+        this.#logger.info(
+          `ssh session for ${principal ?? "an unnamed principal"} through the relay`,
+        );
+        void runDialback(cfg, ticket, this.#pty, this.#logger);
+      },
     });
     return { ...this.#link.status };
   }

@@ -5,6 +5,7 @@ import { connectWebSocket } from "../shared/ws_client.ts";
 import { VERSION } from "../shared/version.ts";
 import { DIALBACK_FEATURES } from "../shared/dialback.ts";
 import type { Duplex } from "../shared/duplex.ts";
+import { type RemotePrincipal, remotePrincipalOf } from "../shared/access.ts";
 
 /** Longest wait between reconnect attempts. */
 const BACKOFF_CAP_MS = 10_000;
@@ -34,12 +35,12 @@ export interface LinkStatus {
 /** What the link needs from the node. */
 export interface LinkHost {
   logger: Logger;
-  /** Serves one protocol stream opened by the relay. */
-  serve(stream: Duplex): void;
+  /** Serves one protocol stream opened by the relay, for the principal the relay names. */
+  serve(stream: Duplex, principal: RemotePrincipal | null): void;
   /** Running sessions, reported to the relay. */
   sessions(): number;
   /** The relay asks for a dial-back connection for an SSH session. */
-  dialback(config: RelayConfig, ticket: string): void;
+  dialback(config: RelayConfig, ticket: string, principal: string | null): void;
 }
 
 /**
@@ -167,12 +168,13 @@ export class RelayLink {
         const timers: { status?: ReturnType<typeof setInterval> } = {};
         const mux = new Mux(ws, {
           onStream: (stream, meta) => {
-            if (meta.kind === "node") this.#host.serve(stream);
+            if (meta.kind === "node") this.#host.serve(stream, remotePrincipalOf(meta));
             else stream.close();
           },
           onControl: (msg) => {
             if (msg.type === "dialback" && typeof msg.ticket === "string") {
-              this.#host.dialback(this.#config, msg.ticket);
+              const who = typeof msg.principal === "string" ? msg.principal.slice(0, 200) : null;
+              this.#host.dialback(this.#config, msg.ticket, who);
             }
           },
           onGoaway: (reason, message) => {

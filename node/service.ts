@@ -13,6 +13,7 @@ import {
   type StreamEvent,
 } from "../shared/protocol.ts";
 import type { Logger } from "../shared/logger.ts";
+import { refusal, type RemotePrincipal } from "../shared/access.ts";
 import { MAX_SEND_BYTES, PTY_MAX_SIZE, SEND_ROOM_WAIT_MS, STATUS_MAX_BYTES } from "./limits.ts";
 import { LogReader } from "./output_log.ts";
 import { parseRequest } from "./requests.ts";
@@ -55,7 +56,10 @@ export class SessionService {
    * burst of output so that it sees every byte; a remote client, however
    * slow, never slows the program (it is told what it skipped).
    */
-  async serve(duplex: Duplex, opts: { local?: boolean } = {}): Promise<void> {
+  async serve(
+    duplex: Duplex,
+    opts: { local?: boolean; principal?: RemotePrincipal | null } = {},
+  ): Promise<void> {
     const conn = new FramedConn(duplex);
     let op = "handshake";
     try {
@@ -69,6 +73,21 @@ export class SessionService {
       }
       const req = parseRequest(frame.value);
       op = req.op;
+      const who = opts.principal;
+      if (who) {
+        // the relay vouches for who this is: check again what it may do (defence in depth)
+        const why = refusal(who, req);
+        if (why !== null) {
+          this.#host.logger.warn(`refused ${op} from ${who.id} through the relay: ${why}`);
+          throw new CwError("forbidden", why);
+        }
+        if (op !== "list" && op !== "info" && op !== "status") {
+          const target = "session" in req ? ` session ${JSON.stringify(req.session)}` : "";
+          this.#host.logger.info(
+            `remote ${op}${target} by ${who.id} (network ${who.network ?? "*"})`,
+          );
+        }
+      }
       await this.#dispatch(conn, req, opts.local === true);
     } catch (err) {
       if (err instanceof CwError || err instanceof ProtocolError) {

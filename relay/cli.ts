@@ -1,7 +1,25 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../shared/duration.ts";
-import { hashSecret, newToken } from "../shared/secrets.ts";
+import { hashSecret } from "../shared/secrets.ts";
+import {
+  type AuditEntry,
+  checkResponse,
+  type InviteCreated,
+  type InviteRequest,
+  type InviteRow,
+  type NodeRow,
+  paths,
+  type UserCreated,
+  type UserRequest,
+  type UserRow,
+} from "../shared/api.ts";
+import { checkRelayName } from "../shared/names.ts";
+import * as admin from "./admin.ts";
+import { type Actor, type AdminContext, MAX_INVITE_USES } from "./admin.ts";
+import { AuditLog, formatAuditEntry } from "./audit.ts";
+import { ADMIN } from "./principals.ts";
+import { parseSince } from "./routes_admin.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
@@ -13,13 +31,24 @@ const USAGE = `Usage:
   cw relay [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--base-url URL]
            [--data-dir DIR] [--auth-mode token|none] [--behind-proxy PROXY_IP]
            [--ssh-listen ADDR|off]  (SSH gateway, default 0.0.0.0:2222)
-  cw relay invite [--uses N] [--ttl DURATION]      print a new invite token
+  cw relay invite [--network NAME] [--uses N] [--ttl DURATION]   print a new invite token
   cw relay invite --list | --revoke ID|TOKEN    (ID as --list prints it)
-  cw relay nodes [--json] | --revoke NAME
+  cw relay user add NAME [--network NAME] [--read-only] [--ttl DURATION]   print a user token
+  cw relay user list [--json] | revoke NAME
+  cw relay nodes [--json] [--network NAME] | --revoke NAME
+  cw relay audit [--since DURATION|TIME] [--follow] [--json]
+Networks: every credential reaches only its own network (default: "default").
 Admin commands work on --data-dir DIR (default ~/.codewire/relay), or on a
 running relay with --relay-url URL [--ca-cert FILE] and the admin token from
 --admin-token-file FILE, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.
 Plain http:// only to loopback, unless --insecure.`;
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  invite,
+  nodes,
+  user,
+  audit,
+};
 
 /** `cw relay …`: the server itself, or an admin command. */
 export async function relayCommand(args: string[]): Promise<number> {
@@ -27,22 +56,30 @@ export async function relayCommand(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (args[0] !== "invite" && args[0] !== "nodes") return await relayMain(args);
+  const command = COMMANDS[args[0]];
+  if (!command) return await relayMain(args);
   try {
-    return args[0] === "invite" ? await invite(args.slice(1)) : await nodes(args.slice(1));
+    return await command(args.slice(1));
   } catch (err) {
     console.error(`cw relay ${args[0]}: ${(err as Error).message}`);
     return err instanceof RangeError || err instanceof TypeError ? 2 : 1;
   }
 }
 
-/** Talks to a relay's admin API or straight to its data dir. */
+/**
+ * The admin's operations, on a data dir (the functions of relay/admin.ts,
+ * which the HTTP routes call too) or on a running relay (its HTTP API).
+ */
 interface Admin {
-  createInvite(uses: number, ttlSeconds: number): Promise<{ token: string; expiresAt: string }>;
-  listInvites(): Promise<{ id: string; usesLeft: number; expiresAt: string }[]>;
-  revokeInvite(token: string): Promise<boolean>;
-  listNodes(): Promise<Record<string, unknown>[]>;
-  revokeNode(name: string): Promise<boolean>;
+  createInvite(req: InviteRequest): Promise<InviteCreated>;
+  listInvites(): Promise<InviteRow[]>;
+  revokeInvite(idOrToken: string): Promise<void>;
+  addUser(req: UserRequest): Promise<UserCreated>;
+  listUsers(): Promise<UserRow[]>;
+  revokeUser(name: string): Promise<void>;
+  listNodes(network: string | null): Promise<NodeRow[]>;
+  revokeNode(name: string): Promise<void>;
+  audit(opts: { since?: Date; follow: boolean; signal: AbortSignal }): AsyncIterable<AuditEntry>;
   close(): Promise<void>;
 }
 
@@ -98,53 +135,30 @@ async function openAdmin(
   }
   const dir = values["data-dir"] ?? defaultDataDir();
   ensurePrivateDir(dir);
-  return storeAdmin(await openKvStore(join(dir, "relay.kv")));
+  return storeAdmin(await openKvStore(join(dir, "relay.kv")), dir);
 }
 
-function storeAdmin(store: RelayStore): Admin {
+function storeAdmin(store: RelayStore, dir: string): Admin {
+  const audit = new AuditLog(join(dir, "audit.log"));
+  const ctx: AdminContext = { store, audit, now: () => new Date() };
+  // the relay running on this data dir sees each change through the store's auth version
+  const by: Actor = { principal: ADMIN, addr: "local" };
   return {
-    async createInvite(uses, ttlSeconds) {
-      const token = newToken("cwi");
-      const expiresAt = new Date(Date.now() + ttlSeconds * 1000).toISOString();
-      await store.createInvite({
-        tokenHash: await hashSecret(token),
-        usesLeft: uses,
-        createdAt: new Date().toISOString(),
-        expiresAt,
-      });
-      return { token, expiresAt };
-    },
-    async listInvites() {
-      return (await store.listInvites(new Date())).map((i) => ({
-        id: i.tokenHash.slice(0, 16),
-        usesLeft: i.usesLeft,
-        expiresAt: i.expiresAt,
-      }));
-    },
-    async revokeInvite(idOrToken) {
-      // an id (a prefix of the hash, as --list prints it) or the token itself
-      const hash = /^[0-9a-f]{16,64}$/.test(idOrToken) ? null : await hashSecret(idOrToken);
-      const match = (await store.listInvites(new Date())).find((i) =>
-        hash === null ? i.tokenHash.startsWith(idOrToken) : i.tokenHash === hash
-      );
-      return match !== undefined && await store.revokeInvite(match.tokenHash);
-    },
-    async listNodes() {
-      return (await store.listNodes()).map((n) => ({
-        name: n.name,
-        revoked: n.revokedAt !== null,
-        lastSeenAt: n.lastSeenAt,
-        addr: n.lastAddr,
-        version: n.version,
-      }));
-    },
-    async revokeNode(name) {
-      const node = await store.getNode(name);
-      if (!node) return false;
-      await store.putNode({ ...node, revokedAt: new Date().toISOString() });
-      return true;
+    createInvite: (req) => admin.createInvite(ctx, by, req),
+    listInvites: () => admin.listInvites(ctx),
+    revokeInvite: (t) => admin.revokeInvite(ctx, by, t),
+    addUser: (req) => admin.addUser(ctx, by, req),
+    listUsers: () => admin.listUsers(ctx),
+    revokeUser: (name) => admin.revokeUser(ctx, by, name),
+    listNodes: async (network) =>
+      (await admin.listNodeRecords(ctx)).filter((n) => network === null || n.network === network),
+    revokeNode: (name) => admin.revokeNode(ctx, by, name),
+    async *audit({ since, follow, signal }) {
+      yield* audit.read({ since });
+      if (follow) yield* audit.tail(signal);
     },
     async close() {
+      audit.close();
       await store[Symbol.asyncDispose]();
     },
   };
@@ -154,35 +168,60 @@ function apiAdmin(url: URL, token: string, caCert?: string): Admin {
   const client = caCert
     ? Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(caCert)] })
     : undefined;
-  const call = async (method: string, path: string, body?: unknown) => {
+  const send = async (method: string, path: string, body?: unknown, signal?: AbortSignal) => {
     const res = await fetch(new URL(path, url), {
       method,
       client,
+      signal,
       headers: {
         authorization: `Bearer ${token}`,
         ...(body ? { "content-type": "application/json" } : {}),
       },
       body: body ? JSON.stringify(body) : undefined,
     });
-    if (res.status === 204) return null;
-    const json = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(json?.error?.message ?? `HTTP ${res.status}`);
-    return json;
+    await checkResponse(res);
+    return res;
+  };
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await send(method, path, body);
+    return res.status === 204 ? null : await res.json();
   };
   return {
-    createInvite: (uses, ttlSeconds) => call("POST", "/api/v1/invites", { uses, ttlSeconds }),
-    listInvites: async () => (await call("GET", "/api/v1/invites")).invites,
+    createInvite: (req) => call("POST", paths.invites, req),
+    listInvites: async () => (await call("GET", paths.invites)).invites,
     async revokeInvite(t) {
-      await call(
-        "DELETE",
-        `/api/v1/invites/${/^[0-9a-f]{16,64}$/.test(t) ? t : await hashSecret(t)}`,
-      );
-      return true;
+      await call("DELETE", paths.invite(/^[0-9a-f]{16,64}$/.test(t) ? t : await hashSecret(t)));
     },
-    listNodes: async () => (await call("GET", "/api/v1/nodes")).nodes,
+    addUser: (req) => call("POST", paths.users, req),
+    listUsers: async () => (await call("GET", paths.users)).users,
+    async revokeUser(name) {
+      await call("DELETE", paths.user(name));
+    },
+    listNodes: async (network) =>
+      (await call(
+        "GET",
+        network ? `${paths.nodes}?network=${encodeURIComponent(network)}` : paths.nodes,
+      ))
+        .nodes,
     async revokeNode(name) {
-      await call("DELETE", `/api/v1/nodes/${encodeURIComponent(name)}`);
-      return true;
+      await call("DELETE", paths.node(name));
+    },
+    async *audit({ since, follow, signal }) {
+      const q = new URLSearchParams();
+      if (since) q.set("since", since.toISOString());
+      if (follow) q.set("follow", "1");
+      const res = await send("GET", `${paths.audit}?${q}`, undefined, signal);
+      let rest = "";
+      try {
+        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+          rest += chunk;
+          const lines = rest.split("\n");
+          rest = lines.pop()!;
+          for (const line of lines) if (line) yield JSON.parse(line) as AuditEntry;
+        }
+      } catch (err) {
+        if (!signal.aborted) throw err;
+      }
     },
     close() {
       client?.close();
@@ -190,6 +229,9 @@ function apiAdmin(url: URL, token: string, caCert?: string): Admin {
     },
   };
 }
+
+/** Control characters out of a name a peer chose, before it reaches a terminal. */
+const safe = (s: unknown) => String(s ?? "").replace(/\p{Cc}/gu, "?");
 
 async function invite(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -199,36 +241,110 @@ async function invite(args: string[]): Promise<number> {
       ...adminFlags(),
       uses: { type: "string" },
       ttl: { type: "string" },
+      network: { type: "string" },
       list: { type: "boolean" },
       revoke: { type: "string" },
     },
   });
   if (positionals.length) throw new RangeError(`Unexpected argument "${positionals[0]}"`);
+  const uses = values.uses === undefined ? 1 : Number(values.uses);
+  if (!Number.isSafeInteger(uses) || uses < 1 || uses > MAX_INVITE_USES) {
+    throw new RangeError(`--uses must be 1-${MAX_INVITE_USES}`);
+  }
+  const ttl = Math.round(parseDuration(values.ttl ?? "24h") / 1000);
+  if (ttl < 1) throw new RangeError("--ttl must be at least 1s");
+  if (values.network !== undefined) checkName("network", values.network);
   const admin = await openAdmin(values);
   try {
     if (values.list) {
       const invites = await admin.listInvites();
       if (values.json) console.log(JSON.stringify(invites));
       else if (invites.length === 0) console.error("No invites.");
-      else {for (const i of invites) {
-          console.log(`${i.id}  uses left ${i.usesLeft}  expires ${i.expiresAt}`);
-        }}
+      else {
+        for (const i of invites) {
+          console.log(
+            `${i.id}  network ${i.network}  uses left ${i.usesLeft}  expires ${i.expiresAt}`,
+          );
+        }
+      }
       return 0;
     }
     if (values.revoke !== undefined) {
-      if (!(await admin.revokeInvite(values.revoke))) throw new Error("No such invite");
+      await admin.revokeInvite(values.revoke);
       console.error("Invite revoked.");
       return 0;
     }
-    const uses = values.uses === undefined ? 1 : Number(values.uses);
-    if (!Number.isSafeInteger(uses) || uses < 1 || uses > 10000) {
-      throw new RangeError("--uses must be 1-10000");
+    const created = await admin.createInvite({ uses, ttlSeconds: ttl, network: values.network });
+    console.log(created.token);
+    console.error(
+      `Invite for ${uses} node${
+        uses === 1 ? "" : "s"
+      } of network "${created.network}", valid until ${created.expiresAt}.`,
+    );
+    return 0;
+  } finally {
+    await admin.close();
+  }
+}
+
+async function user(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      ...adminFlags(),
+      network: { type: "string" },
+      "read-only": { type: "boolean" },
+      ttl: { type: "string" },
+    },
+  });
+  const usage =
+    "Usage: cw relay user add NAME [--network N] [--read-only] [--ttl D] | list | revoke NAME";
+  if (sub === "add" || sub === "revoke") {
+    if (positionals.length !== 1) throw new RangeError(usage);
+    checkName("user", positionals[0]);
+  } else if (sub !== "list" || positionals.length) throw new RangeError(usage);
+  if (values.network !== undefined) checkName("network", values.network);
+  const ttl = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl) / 1000);
+  if (ttl !== undefined && ttl < 1) throw new RangeError("--ttl must be at least 1s");
+  const admin = await openAdmin(values);
+  try {
+    if (sub === "add") {
+      const u = await admin.addUser({
+        name: positionals[0],
+        network: values.network,
+        readOnly: values["read-only"] === true,
+        ttlSeconds: ttl,
+      });
+      console.log(u.token);
+      console.error(
+        `User "${u.name}" of network "${u.network}"${u.readOnly ? ", read-only" : ""}${
+          u.expiresAt ? `, until ${u.expiresAt}` : ""
+        }: on their machine, cw login --relay-url URL --token-file FILE (or --token - from stdin).`,
+      );
+    } else if (sub === "revoke") {
+      await admin.revokeUser(positionals[0]);
+      console.error(`Revoked user ${positionals[0]}.`);
+    } else {
+      const users = await admin.listUsers();
+      if (values.json) console.log(JSON.stringify(users));
+      else if (users.length === 0) console.error("No users.");
+      else {
+        for (const u of users) {
+          const state = u.revokedAt
+            ? "revoked"
+            : u.expiresAt && Date.parse(u.expiresAt) <= Date.now()
+            ? "expired"
+            : "active";
+          console.log(
+            `${safe(u.name)}  network ${u.network}  ${
+              u.readOnly ? "read-only" : "read-write"
+            }  ${state}`,
+          );
+        }
+      }
     }
-    const ttl = Math.round(parseDuration(values.ttl ?? "24h") / 1000);
-    if (ttl < 1) throw new RangeError("--ttl must be at least 1s");
-    const { token, expiresAt } = await admin.createInvite(uses, ttl);
-    console.log(token);
-    console.error(`Invite for ${uses} node${uses === 1 ? "" : "s"}, valid until ${expiresAt}.`);
     return 0;
   } finally {
     await admin.close();
@@ -239,21 +355,63 @@ async function nodes(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { ...adminFlags(), revoke: { type: "string" } },
+    options: { ...adminFlags(), revoke: { type: "string" }, network: { type: "string" } },
   });
   if (positionals.length) throw new RangeError(`Unexpected argument "${positionals[0]}"`);
+  if (values.network !== undefined) checkName("network", values.network);
   const admin = await openAdmin(values);
   try {
     if (values.revoke !== undefined) {
-      if (!(await admin.revokeNode(values.revoke))) throw new Error(`No node "${values.revoke}"`);
+      await admin.revokeNode(values.revoke);
       console.error(`Revoked node ${values.revoke}.`);
       return 0;
     }
-    const list = await admin.listNodes();
+    const list = await admin.listNodes(values.network ?? null);
     if (values.json) console.log(JSON.stringify(list));
     else for (const n of list) console.log(JSON.stringify(n));
     return 0;
   } finally {
     await admin.close();
+  }
+}
+
+async function audit(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { ...adminFlags(), since: { type: "string" }, follow: { type: "boolean" } },
+  });
+  if (positionals.length) throw new RangeError(`Unexpected argument "${positionals[0]}"`);
+  let since: Date | undefined;
+  if (values.since !== undefined) {
+    since = parseSince(values.since);
+    if (Number.isNaN(since.getTime())) {
+      throw new RangeError(
+        `Invalid --since "${values.since}": a duration (10m, 2d) or an ISO time`,
+      );
+    }
+  }
+  const admin = await openAdmin(values);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  if (values.follow) Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    for await (
+      const e of admin.audit({ since, follow: values.follow === true, signal: stop.signal })
+    ) {
+      console.log(values.json ? JSON.stringify(e) : formatAuditEntry(e));
+    }
+    return 0;
+  } finally {
+    if (values.follow) Deno.removeSignalListener("SIGINT", onSignal);
+    await admin.close();
+  }
+}
+
+function checkName(what: "user" | "network", name: string): void {
+  try {
+    checkRelayName(what, name);
+  } catch (err) {
+    throw new RangeError((err as Error).message);
   }
 }

@@ -3,6 +3,8 @@ import type { Mux } from "../shared/mux.ts";
 /** A node connected right now. */
 export interface LiveNode {
   readonly name: string;
+  /** The network it belongs to. */
+  readonly network: string;
   mux: Mux;
   addr: string;
   version: string | null;

@@ -32,6 +32,8 @@ import type { Logger } from "../shared/logger.ts";
 import { KV_LIST_MAX_LIMIT, KV_MAX_VALUE_BYTES } from "./kv_store.ts";
 import type { KvEvent, RelayStore } from "./store.ts";
 import { concat } from "../shared/bytes.ts";
+import { errorResponse } from "../shared/api.ts";
+import { CwError } from "../shared/errors.ts";
 
 /** Namespaces: short, URL- and shell-safe. */
 export const KV_NS_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -66,30 +68,31 @@ export interface KvApiOptions {
   logger?: Logger;
   /** Interval of SSE heartbeats; defaults to {@link KV_WATCH_HEARTBEAT_MS}. */
   heartbeatMs?: number;
+  /**
+   * The store prefix of the caller's namespaces (its network's; see
+   * relay/routes_client.ts): namespace `ns` is `space + ns` in the store.
+   * Clients never see the prefix. Default: none.
+   */
+  space?: (c: Context) => string;
 }
 
-/** A failure that becomes an HTTP error response in `onError`. */
-class KvApiError extends Error {
-  readonly status: 400 | 404 | 405 | 412 | 413;
-  readonly code: KvApiErrorCode;
+/** A failure that becomes an HTTP error response in `onError`, with extra headers. */
+class KvApiError extends CwError {
   readonly headers: Record<string, string>;
 
   constructor(
-    status: 400 | 404 | 405 | 412 | 413,
     code: KvApiErrorCode,
     message: string,
     headers: Record<string, string> = {},
     cause?: unknown,
   ) {
-    super(message, { cause });
+    super(code, message, { cause });
     this.name = "KvApiError";
-    this.status = status;
-    this.code = code;
     this.headers = headers;
   }
 }
 
-const badRequest = (message: string) => new KvApiError(400, "bad_request", message);
+const badRequest = (message: string) => new KvApiError("bad_request", message);
 
 /**
  * Builds the KV HTTP API over `store`. Mount it after authentication:
@@ -105,28 +108,27 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
   const now = opts.now ?? (() => new Date());
   const op = (name: string) => opts.onOp?.(name);
   const heartbeatMs = opts.heartbeatMs ?? KV_WATCH_HEARTBEAT_MS;
+  const kv = (c: Context): KvSpace => {
+    const prefix = opts.space?.(c) ?? "";
+    return prefix === "" ? store : scopedKv(store, prefix);
+  };
   const app = new Hono();
 
   app.onError((err, c) => {
-    if (err instanceof KvApiError) {
-      return c.json(
-        { error: { code: err.code, message: err.message } },
-        err.status,
-        err.headers,
-      );
-    }
+    if (err instanceof KvApiError) return errorResponse(err.code, err.message, err.headers);
+    if (err instanceof CwError) return errorResponse(err.code, err.message);
     opts.logger?.error(`KV API ${c.req.method} failed: ${err.stack ?? err}`);
-    return c.json({ error: { code: "internal", message: "Internal error" } }, 500);
+    return errorResponse("internal", "Internal error");
   });
 
   app.get("/:ns/:key{.+}", async (c) => {
     const { ns, key } = entryTarget(c);
     if (watchParam(c)) {
       op("watch");
-      return watchResponse(c, store, ns, { key }, heartbeatMs);
+      return watchResponse(c, kv(c), ns, { key }, heartbeatMs);
     }
     op("get");
-    const entry = await store.kvGet(ns, key, now());
+    const entry = await kv(c).kvGet(ns, key, now());
     if (entry === null) throw notFound(ns, key);
     const headers: Record<string, string> = {
       "Content-Type": "application/octet-stream",
@@ -156,7 +158,7 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     const cond = writeCondition(c.req.header("If-Match"), c.req.header("If-None-Match"));
     const value = await readBody(c.req.raw, KV_MAX_VALUE_BYTES);
     const at = now();
-    const { version, created } = await putEntry(store, ns, key, value, ttlMs, cond, at);
+    const { version, created } = await putEntry(kv(c), ns, key, value, ttlMs, cond, at);
     const expiresAt = ttlMs === undefined ? null : new Date(at.getTime() + ttlMs).toISOString();
     return c.json({ version, expiresAt }, created ? 201 : 200, { ETag: etag(version) });
   });
@@ -166,9 +168,9 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     op("delete");
     const ifMatch = parseIfMatch(c.req.header("If-Match"));
     const ifVersion = ifMatch === "*" ? undefined : ifMatch;
-    const res = await store.kvDelete(ns, key, { ifVersion }, now());
+    const res = await kv(c).kvDelete(ns, key, { ifVersion }, now());
     if (!res.ok && res.reason === "not_found") throw notFound(ns, key);
-    if (!res.ok) throw new KvApiError(412, "precondition_failed", versionMismatch(ns, key));
+    if (!res.ok) throw new KvApiError("precondition_failed", versionMismatch(ns, key));
     return c.body(null, 204);
   });
 
@@ -178,7 +180,7 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     checkKeyText(prefix, "prefix", true);
     if (watchParam(c)) {
       op("watch");
-      return watchResponse(c, store, ns, { prefix }, heartbeatMs);
+      return watchResponse(c, kv(c), ns, { prefix }, heartbeatMs);
     }
     op("list");
     const limitText = c.req.query("limit");
@@ -191,7 +193,7 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     }
     const cursor = c.req.query("cursor") ?? null;
     try {
-      return c.json(await store.kvList(ns, prefix, limit, cursor, now()));
+      return c.json(await kv(c).kvList(ns, prefix, limit, cursor, now()));
     } catch (err) {
       // The store owns the cursor format; a RangeError here means a bad cursor.
       if (err instanceof RangeError && cursor !== null) {
@@ -208,10 +210,35 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     throw methodNotAllowed(c.req.method, "GET, HEAD");
   });
   app.all("*", () => {
-    throw new KvApiError(404, "not_found", "Unknown KV route: use /{ns} or /{ns}/{key}");
+    throw new KvApiError("not_found", "Unknown KV route: use /{ns} or /{ns}/{key}");
   });
 
   return app;
+}
+
+/** The KV part of a store, as one caller sees it. */
+type KvSpace = Pick<RelayStore, "kvGet" | "kvSet" | "kvDelete" | "kvList" | "kvWatch">;
+
+/** `store`'s KV with every namespace behind `prefix`, which callers never see. */
+function scopedKv(store: RelayStore, prefix: string): KvSpace {
+  return {
+    kvGet: (ns, key, now) => store.kvGet(prefix + ns, key, now),
+    kvSet: (ns, key, value, o, now) => store.kvSet(prefix + ns, key, value, o, now),
+    kvDelete: (ns, key, o, now) => store.kvDelete(prefix + ns, key, o, now),
+    kvList: (ns, p, limit, cursor, now) => store.kvList(prefix + ns, p, limit, cursor, now),
+    kvWatch(ns, match, signal) {
+      // subscribed now, not at the first read: a watch misses nothing after it answers
+      const inner = store.kvWatch(prefix + ns, match, signal)[Symbol.asyncIterator]();
+      return {
+        [Symbol.asyncIterator]: () => ({
+          next: async () => {
+            const r = await inner.next();
+            return r.done ? r : { done: false, value: { ...r.value, ns } };
+          },
+        }),
+      };
+    },
+  };
 }
 
 /** A write's precondition. */
@@ -231,7 +258,7 @@ const PUT_ATTEMPTS = 5;
  * writes unconditionally (and reports a replacement).
  */
 async function putEntry(
-  store: RelayStore,
+  store: KvSpace,
   ns: string,
   key: string,
   value: Uint8Array,
@@ -243,7 +270,7 @@ async function putEntry(
     const res = await store.kvSet(ns, key, value, { ttlMs, ...extra }, now);
     return res.ok ? res.version : null;
   };
-  const failed = (message: string) => new KvApiError(412, "precondition_failed", message);
+  const failed = (message: string) => new KvApiError("precondition_failed", message);
   if (cond.kind === "version") {
     const version = await set({ ifVersion: cond.version });
     if (version === null) throw failed(versionMismatch(ns, key));
@@ -270,7 +297,7 @@ async function putEntry(
 
 /** The version of a live entry, read from a listing so the value is not loaded. */
 async function currentVersion(
-  store: RelayStore,
+  store: KvSpace,
   ns: string,
   key: string,
   now: Date,
@@ -312,8 +339,7 @@ function parseIfMatch(header: string | undefined): string | undefined {
  * limit — the body is never buffered whole.
  */
 async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const tooLarge = () =>
-    new KvApiError(413, "too_large", `KV values are limited to ${limit} bytes`);
+  const tooLarge = () => new KvApiError("too_large", `KV values are limited to ${limit} bytes`);
   const length = req.headers.get("Content-Length");
   if (length !== null) {
     if (!/^[0-9]{1,16}$/.test(length.trim())) throw badRequest("Invalid Content-Length");
@@ -328,7 +354,7 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array> {
     try {
       chunk = await reader.read();
     } catch (err) {
-      throw new KvApiError(400, "bad_request", "The request body could not be read", {}, err);
+      throw new KvApiError("bad_request", "The request body could not be read", {}, err);
     }
     const { done, value } = chunk;
     if (done) break;
@@ -345,7 +371,7 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array> {
 /** The SSE stream of a watch; subscribes before answering. */
 function watchResponse(
   c: Context,
-  store: RelayStore,
+  store: KvSpace,
   ns: string,
   match: { key: string } | { prefix: string },
   heartbeatMs: number,
@@ -455,7 +481,7 @@ function etag(version: string): string {
 }
 
 function notFound(ns: string, key: string): KvApiError {
-  return new KvApiError(404, "not_found", `No KV key "${printable(key)}" in "${ns}"`);
+  return new KvApiError("not_found", `No KV key "${printable(key)}" in "${ns}"`);
 }
 
 function versionMismatch(ns: string, key: string): string {
@@ -463,7 +489,7 @@ function versionMismatch(ns: string, key: string): string {
 }
 
 function methodNotAllowed(method: string, allow: string): KvApiError {
-  return new KvApiError(405, "method_not_allowed", `${method} is not allowed here: use ${allow}`, {
+  return new KvApiError("method_not_allowed", `${method} is not allowed here: use ${allow}`, {
     Allow: allow,
   });
 }

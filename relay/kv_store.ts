@@ -6,6 +6,8 @@
  * - `["node", name]` → {@link NodeRecord}
  * - `["invite", tokenHash]` → {@link InviteRecord}
  * - `["sshkey", fingerprint]` → {@link SshKeyRecord}
+ * - `["user", name]` → {@link UserRecord}
+ * - `["authversion"]` → a `Deno.KvU64` moved on by every revocation
  * - `["kv", ns, key]` → {@link KvMeta}: size, expiry, and either the value
  *   itself (up to {@link INLINE_MAX_BYTES}) or where its chunks are. Its
  *   versionstamp is the entry's version.
@@ -37,7 +39,9 @@ import type {
   RegisterResult,
   RelayStore,
   SshKeyRecord,
+  UserRecord,
 } from "./store.ts";
+import { DEFAULT_NETWORK } from "../shared/api.ts";
 
 /** Largest KV value the store accepts, in bytes. */
 export const KV_MAX_VALUE_BYTES = 1024 * 1024;
@@ -159,22 +163,46 @@ class DenoKvStore implements RelayStore {
       if (h !== null && h.revokedAt === null && h.credentialHash !== node.credentialHash) {
         return { ok: false, reason: "name_taken" };
       }
-      const op = this.#kv.atomic().check(invite, holder).set(nodeKey, node);
+      // the invite says which network the node joins
+      const joined = { ...node, network: invite.value.network ?? DEFAULT_NETWORK };
+      const op = this.#kv.atomic().check(invite, holder).set(nodeKey, joined);
       const usesLeft = invite.value.usesLeft - 1;
       if (usesLeft <= 0) op.delete(inviteKey);
       else op.set(inviteKey, { ...invite.value, usesLeft });
-      if ((await op.commit()).ok) return { ok: true, node };
+      if ((await op.commit()).ok) return { ok: true, node: joined };
     }
     throw new Error(`Cannot register node "${node.name}": the store is too busy, try again`);
   }
 
   async getNode(name: string): Promise<NodeRecord | null> {
     if (!keyPartOk(name)) return null;
-    return (await this.#kv.get<NodeRecord>(["node", name])).value;
+    return withNetwork((await this.#kv.get<NodeRecord>(["node", name])).value);
   }
 
   async listNodes(): Promise<NodeRecord[]> {
-    return await this.#listValues<NodeRecord>(["node"]);
+    return (await this.#listValues<NodeRecord>(["node"])).map((n) => withNetwork(n)!);
+  }
+
+  async getUser(name: string): Promise<UserRecord | null> {
+    if (!keyPartOk(name)) return null;
+    return (await this.#kv.get<UserRecord>(["user", name])).value;
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return await this.#listValues<UserRecord>(["user"]);
+  }
+
+  async putUser(user: UserRecord): Promise<void> {
+    checkKeyPart(user.name, "user name");
+    await this.#kv.set(["user", user.name], user);
+  }
+
+  async authVersion(): Promise<bigint> {
+    return (await this.#kv.get<Deno.KvU64>(["authversion"])).value?.value ?? 0n;
+  }
+
+  async bumpAuthVersion(): Promise<void> {
+    await this.#kv.atomic().sum(["authversion"], 1n).commit();
   }
 
   async putNode(node: NodeRecord): Promise<void> {
@@ -188,7 +216,8 @@ class DenoKvStore implements RelayStore {
   }
 
   async listInvites(now: Date): Promise<InviteRecord[]> {
-    return (await this.#listValues<InviteRecord>(["invite"])).filter((i) => inviteLive(i, now));
+    return (await this.#listValues<InviteRecord>(["invite"])).filter((i) => inviteLive(i, now))
+      .map((i) => withNetwork(i)!);
   }
 
   async revokeInvite(tokenHash: string): Promise<boolean> {
@@ -201,7 +230,7 @@ class DenoKvStore implements RelayStore {
   }
 
   async listSshKeys(): Promise<SshKeyRecord[]> {
-    return await this.#listValues<SshKeyRecord>(["sshkey"]);
+    return (await this.#listValues<SshKeyRecord>(["sshkey"])).map((k) => withNetwork(k)!);
   }
 
   async removeSshKey(fingerprint: string): Promise<boolean> {
@@ -603,4 +632,9 @@ class Watcher implements AsyncIterableIterator<KvEvent> {
     this.#wake = null;
     wake?.();
   }
+}
+
+/** A record from before networks belongs to the default network. */
+function withNetwork<T extends { network?: string }>(r: T | null): T | null {
+  return r === null || typeof r.network === "string" ? r : { ...r, network: DEFAULT_NETWORK };
 }

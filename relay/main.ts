@@ -8,6 +8,7 @@ import { VERSION } from "../shared/version.ts";
 import { openKvStore } from "./kv_store.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
+import { AuditLog } from "./audit.ts";
 import { raiseFdLimit } from "../shared/libc.ts";
 import { serveGuardedHttp } from "../shared/guarded_http.ts";
 import { installLastResort } from "../shared/last_resort.ts";
@@ -139,7 +140,10 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     ? loadOrCreateHostKey(join(opts.dataDir, "ssh_host_ed25519_key"))
     : null;
   let sshPort: number | null = null;
-  const relay = createRelay({
+  const audit = new AuditLog(join(opts.dataDir, "audit.log"));
+  using relay = createRelay({
+    audit,
+    pollAuth: true,
     authorizedKeysFile: join(opts.dataDir, "authorized_keys"),
     info: () => ({
       ssh: hostKey
@@ -181,8 +185,9 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
       {
         hostKey: hostKey.privateKey,
         logger,
+        audit,
         publicKeys: relay.publicKeys,
-        checkPassword: relay.checkPassword,
+        passwordPrincipal: relay.passwordPrincipal,
         holdSshConnection: relay.holdSshConnection,
         dialback: relay.dialback,
         speaks: relay.speaks,
@@ -205,24 +210,12 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     logger.info(`admin token file: ${join(opts.dataDir, "admin.token")}`);
   }
 
-  // a node revoked through the data dir (cw relay nodes --revoke --data-dir) loses its link too
-  const sweep = setInterval(async () => {
-    try {
-      for (const n of await store.listNodes()) {
-        if (n.revokedAt) relay.revoked(n.name);
-      }
-    } catch (err) {
-      logger.warn(`revocation sweep failed: ${err}`);
-    }
-  }, 3000);
-
   const stop = Promise.withResolvers<string>();
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(sig, () => stop.resolve(sig));
   }
   const reason = await stop.promise;
   logger.info(`shutting down (${reason})`);
-  clearInterval(sweep);
   relay.goaway("the relay is restarting");
   await gateway?.close().catch(() => {});
   const closed = server.shutdown();
@@ -233,6 +226,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   await store[Symbol.asyncDispose]();
   await Promise.race([closed, delay(3000)]);
   await server.close(1000); // the last bytes of finished responses still travel the front
+  audit.close();
   logger.info("stopped");
   removeLastResort();
   return 0;

@@ -5,14 +5,19 @@
  * The only file that touches npm `ssh2`; its types stay here.
  *
  * The username is the node's name. Authentication: a public key registered
- * with the relay or listed in the data dir's `authorized_keys` (reloaded when
- * it changes), then a password that is a node credential or the admin token.
- * Each session channel is bridged to a dial-back connection from the node
- * (shared/dialback.ts).
+ * with the relay (it reaches the network it was registered in) or listed in
+ * the data dir's `authorized_keys` (every network, reloaded when it changes),
+ * then a password that is a node credential, a user token or the admin
+ * token (its network). A login to a node outside the principal's network
+ * fails exactly as a login to a node that does not exist; a read-only
+ * principal gets no shell. Each session channel is bridged to a dial-back
+ * connection from the node (shared/dialback.ts), and audited.
  */
 import ssh2 from "ssh2";
 import { createHash } from "node:crypto";
 import type { Logger } from "../shared/logger.ts";
+import type { AuditLog } from "./audit.ts";
+import type { Principal } from "./principals.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
 import { CwError } from "../shared/errors.ts";
 import { writeFileAtomic } from "../shared/paths.ts";
@@ -81,6 +86,11 @@ export function parsePublicKey(line: string): PublicKey | null {
   };
 }
 
+/** A key the gateway accepts, and the network it reaches (null: every network). */
+export interface GatewayKey extends PublicKey {
+  network: string | null;
+}
+
 /** The gateway's persistent ed25519 host key, generated once (0600). */
 export function loadOrCreateHostKey(
   path: string,
@@ -116,17 +126,19 @@ export function loadOrCreateHostKey(
 export interface GatewayDeps {
   hostKey: string;
   logger: Logger;
+  audit: AuditLog;
   /** Keys allowed to log in (registered + authorized_keys). */
-  publicKeys(): Promise<PublicKey[]>;
-  /** Whether a password is a node credential or the admin token. */
-  checkPassword(password: string): Promise<boolean>;
-  /** Ties a logged-in connection to its credential or key, so that revoking it cuts the connection. */
-  holdSshConnection(peer: Peer, login: { password?: string; fingerprint?: string }): Promise<void>;
+  publicKeys(): Promise<GatewayKey[]>;
+  /** The principal of a password (node credential, user token, admin token), or null. */
+  passwordPrincipal(password: string): Promise<Principal | null>;
+  /** Ties a logged-in connection to its principal, so that revoking it cuts the connection. */
+  holdSshConnection(peer: Peer, principal: Principal): void;
   /**
-   * Opens a dial-back connection from node `name`; throws CwError
-   * `not_found`, `node_offline` or `timeout` with a message for the user.
+   * Opens a dial-back connection from node `name` for `principal`; throws
+   * CwError `not_found` (also for a node outside its network),
+   * `node_offline` or `timeout` with a message for the user.
    */
-  dialback(name: string): Promise<WebSocket>;
+  dialback(name: string, principal: Principal): Promise<WebSocket>;
   /** Whether the node said it speaks a dial-back feature (e.g. "stdin-ack"). */
   speaks(name: string, feature: string): boolean;
   /** The process's descriptors for connections, shared with the HTTPS listener. */
@@ -173,8 +185,15 @@ export function startSshGateway(
       };
     }
     let user = "";
+    let principal: Principal | null = null;
+    const loggedIn = (p: Principal, how: string) => {
+      deps.logger.info(`ssh: ${addr} logged in to ${printable(user)} as ${p.id} (${how})`);
+      principal = p;
+      peer.trust();
+      deps.holdSshConnection(peer, p);
+    };
     client.on("authentication", async (ctx: any) => {
-      user = ctx.username;
+      user = String(ctx.username ?? "").slice(0, 64);
       try {
         if (ctx.method === "publickey") {
           const keys = await deps.publicKeys();
@@ -187,17 +206,20 @@ export function startSshGateway(
               !(parsed instanceof Error) && !Array.isArray(parsed) &&
               parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)
             ) {
-              deps.logger.info(`ssh: ${addr} logged in to ${user} with key ${match.fingerprint}`);
-              peer.trust();
-              await deps.holdSshConnection(peer, { fingerprint: match.fingerprint });
+              loggedIn({
+                kind: "key",
+                id: `key:${match.fingerprint}`,
+                name: match.fingerprint,
+                network: match.network,
+                readOnly: false,
+              }, "key");
               return ctx.accept();
             }
           }
         } else if (ctx.method === "password") {
-          if (await deps.checkPassword(ctx.password)) {
-            deps.logger.info(`ssh: ${addr} logged in to ${user} with a password`);
-            peer.trust();
-            await deps.holdSshConnection(peer, { password: ctx.password });
+          const p = await deps.passwordPrincipal(String(ctx.password ?? ""));
+          if (p) {
+            loggedIn(p, "password");
             return ctx.accept();
           }
         }
@@ -212,11 +234,21 @@ export function startSshGateway(
       }
       if (ctx.method !== "none") {
         deps.logger.warn(`ssh: failed ${ctx.method} login to ${JSON.stringify(user)} from ${addr}`);
+        if (ctx.method !== "publickey" || ctx.signature) {
+          deps.audit.record({
+            event: "ssh_login_failed",
+            principal: null,
+            network: null,
+            node: user,
+            addr,
+            method: String(ctx.method).slice(0, 32),
+          });
+        }
       }
       ctx.reject(["publickey", "password"]);
     });
     client.on("ready", () => {
-      client.on("session", sessions(user, deps));
+      if (principal) client.on("session", sessions(user, principal, addr, deps));
     });
     client.on("error", () => {});
   });
@@ -262,7 +294,12 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
  * The `session` channel listener of one SSH connection: at most
  * {@link SSH_MAX_SESSIONS} open at once, as sshd's MaxSessions; more are refused.
  */
-function sessions(node: string, deps: GatewayDeps): (accept: any, reject: any) => void {
+function sessions(
+  node: string,
+  principal: Principal,
+  addr: string,
+  deps: GatewayDeps,
+): (accept: any, reject: any) => void {
   let open = 0;
   return (accept, reject) => {
     if (open >= SSH_MAX_SESSIONS) {
@@ -273,7 +310,7 @@ function sessions(node: string, deps: GatewayDeps): (accept: any, reject: any) =
     if (!sess) return;
     open++;
     sess.once("close", () => open--);
-    session(sess, node, deps);
+    session(sess, { node, principal, addr }, deps);
   };
 }
 
@@ -282,7 +319,8 @@ function sessions(node: string, deps: GatewayDeps): (accept: any, reject: any) =
  * checked and capped (relay/limits.ts), then shell or exec bridges it to the
  * node. A request that fails is refused and logged; the relay goes on.
  */
-function session(sess: any, node: string, deps: GatewayDeps): void {
+function session(sess: any, who: Who, deps: GatewayDeps): void {
+  const node = who.node;
   let pty: DialbackStart["pty"] = null;
   const env: Record<string, string> = {};
   let envBytes = 0;
@@ -368,7 +406,7 @@ function session(sess: any, node: string, deps: GatewayDeps): void {
     const channel = accept?.();
     if (!channel) return; // closed meanwhile, or it runs something already
     started = true;
-    bridge(channel, node, { command, pty, env }, deps).then(
+    bridge(channel, who, { command, pty, env }, deps).then(
       (socket) => ws = socket,
       (err) => deps.logger.warn(`ssh: session on "${node}" failed: ${(err as Error)?.message}`),
     );
@@ -378,6 +416,13 @@ function session(sess: any, node: string, deps: GatewayDeps): void {
     "exec",
     guard("exec", (accept, reject, info) => run(String(info?.command ?? ""), accept, reject)),
   );
+}
+
+/** Whose session it is, and where to. */
+interface Who {
+  node: string;
+  principal: Principal;
+  addr: string;
 }
 
 /** A terminal size from a client: an integer in 1..{@link SSH_MAX_TERM_SIZE}, else null. */
@@ -402,10 +447,11 @@ function utf8Length(s: string, max = 1 << 20): number {
  */
 async function bridge(
   channel: any,
-  node: string,
+  who: Who,
   start: DialbackStart,
   deps: GatewayDeps,
 ): Promise<WebSocket | null> {
+  const node = who.node;
   let ws: WebSocket | null = null;
   let channelClosed = false;
   /** The channel got its exit status (or an error): nothing more goes to it. */
@@ -429,12 +475,37 @@ async function bridge(
       warn(`cannot tell the client: ${(err as Error)?.message}`);
     }
   };
+  if (who.principal.readOnly) {
+    fail(`${who.principal.id} is read-only: no shell or command through the SSH gateway`);
+    return null;
+  }
   try {
-    ws = await deps.dialback(node);
+    ws = await deps.dialback(node, who.principal);
   } catch (err) {
     fail(err instanceof CwError ? err.message : `cannot reach node "${node}"`);
     return null;
   }
+  const audit = {
+    principal: who.principal.id,
+    network: who.principal.network,
+    node,
+    addr: who.addr,
+  };
+  const started = Date.now();
+  deps.audit.record({
+    ...audit,
+    event: "ssh_start",
+    command: start.command === null ? null : start.command.slice(0, 200),
+    pty: start.pty !== null,
+  });
+  let exit: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null };
+  ws.addEventListener("close", () =>
+    deps.audit.record({
+      ...audit,
+      event: "ssh_end",
+      ...exit,
+      seconds: Math.round((Date.now() - started) / 100) / 10,
+    }), { once: true });
   const socket = ws;
   // an older node never acknowledges stdin: do not hold its client back forever
   const stdinFlow = deps.speaks(node, "stdin-ack");
@@ -499,6 +570,10 @@ async function bridge(
         const code = Number.isInteger(v.code) && v.code as number >= 0 && v.code as number <= 255
           ? v.code as number
           : 1;
+        exit = {
+          exitCode: code,
+          signal: typeof v.signal === "string" ? v.signal.slice(0, 16) : null,
+        };
         if (typeof v.signal === "string" && v.signal.length <= 16) {
           try {
             channel.exit(v.signal.replace(/^SIG/, ""), false, "");

@@ -7,6 +7,8 @@
 /** A registered node. */
 export interface NodeRecord {
   name: string;
+  /** The network it belongs to (records from before networks read as `default`). */
+  network: string;
   /** Hex SHA-256 of the node's credential. */
   credentialHash: string;
   createdAt: string;
@@ -21,9 +23,25 @@ export interface NodeRecord {
 export interface InviteRecord {
   /** Hex SHA-256 of the token; also its id. */
   tokenHash: string;
+  /** The network the nodes it registers join. */
+  network: string;
   usesLeft: number;
   createdAt: string;
   expiresAt: string;
+}
+
+/** A person (or a program acting for one) without a node: a client of one network. */
+export interface UserRecord {
+  name: string;
+  network: string;
+  /** May list, read logs and attach read-only; nothing else. */
+  readOnly: boolean;
+  /** Hex SHA-256 of the user token (`NAME.cwu_…`). */
+  tokenHash: string;
+  createdAt: string;
+  /** When the token stops working; null: until revoked. */
+  expiresAt: string | null;
+  revokedAt: string | null;
 }
 
 /** An SSH public key allowed to log in through the gateway. */
@@ -32,6 +50,9 @@ export interface SshKeyRecord {
   fingerprint: string;
   /** The `authorized_keys` line (type, base64, comment). */
   line: string;
+  /** The network it logs in to: that of the credential that added it. */
+  network: string;
+  /** `node:NAME`, `user:NAME` or `admin`. */
   addedBy: string;
   addedAt: string;
 }
@@ -95,6 +116,20 @@ export interface RelayStore extends AsyncDisposable {
   listInvites(now: Date): Promise<InviteRecord[]>;
   /** Removes an invite; false if there was none. */
   revokeInvite(tokenHash: string): Promise<boolean>;
+
+  getUser(name: string): Promise<UserRecord | null>;
+  listUsers(): Promise<UserRecord[]>;
+  /** Adds or replaces a user record (revocation). */
+  putUser(user: UserRecord): Promise<void>;
+
+  /**
+   * A counter every change to who may do what moves on ({@link bumpAuthVersion}):
+   * a relay polls it to learn of revocations made through its data dir by
+   * another process.
+   */
+  authVersion(): Promise<bigint>;
+  /** Moves {@link authVersion} on; called after each revocation. */
+  bumpAuthVersion(): Promise<void>;
 
   addSshKey(key: SshKeyRecord): Promise<void>;
   listSshKeys(): Promise<SshKeyRecord[]>;

@@ -24,3 +24,21 @@ export function checkTag(tag: string): void {
     );
   }
 }
+
+/**
+ * Node, user and network names on a relay: 1-63 of [A-Za-z0-9_-], starting
+ * with a letter or digit. A node's name is also its SSH login and URL path.
+ */
+export const RELAY_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+/** Throws {@link CwError} `invalid_name` unless `name` is a valid node, user or network name. */
+export function checkRelayName(what: "node" | "user" | "network", name: string): void {
+  if (!RELAY_NAME_RE.test(name)) {
+    throw new CwError(
+      "invalid_name",
+      `Invalid ${what} name "${
+        name.slice(0, 64).replace(/[^\x20-\x7e]/g, "?")
+      }": use 1-63 of [A-Za-z0-9_-], starting with a letter or digit`,
+    );
+  }
+}

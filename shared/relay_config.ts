@@ -83,3 +83,96 @@ export function removeRelayConfig(home: string): boolean {
 export function relayHttpClient(config: Pick<RelayConfig, "caCert">): Deno.HttpClient | undefined {
   return config.caCert ? Deno.createHttpClient({ caCerts: [config.caCert] }) : undefined;
 }
+
+/** What `cw login` saves: a user token for a relay, for a machine without a node. 0600. */
+export interface LoginConfig {
+  url: string;
+  /** The user token (`NAME.cwu_…`); a secret. */
+  token: string;
+  caCert: string | null;
+  insecure?: boolean;
+}
+
+/** Path of the login in a data dir. */
+export function loginPath(home: string): string {
+  return join(home, "login.json");
+}
+
+/** Reads the login; null when there is none. */
+export function loadLogin(home: string): LoginConfig | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(loginPath(home));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+  try {
+    const v = JSON.parse(text);
+    if (typeof v.url === "string" && typeof v.token === "string") {
+      return {
+        url: v.url,
+        token: v.token,
+        caCert: typeof v.caCert === "string" ? v.caCert : null,
+        insecure: v.insecure === true,
+      };
+    }
+  } catch {
+    // fall through
+  }
+  throw new CwError("bad_request", `${loginPath(home)} is damaged; run cw login again`);
+}
+
+/** Saves the login atomically with mode 0600. */
+export function saveLogin(home: string, login: LoginConfig): void {
+  writeFileAtomic(loginPath(home), JSON.stringify(login, null, 2) + "\n", 0o600);
+}
+
+/** Removes the login; false if there was none. */
+export function removeLogin(home: string): boolean {
+  try {
+    Deno.removeSync(loginPath(home));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** How this machine's client reaches a relay: a login, else the node's own credential. */
+export interface RelayAccess {
+  url: string;
+  /** The bearer token: a user token or the node credential. */
+  token: string;
+  caCert: string | null;
+  insecure?: boolean;
+  /** This node's name when the access is the node's credential. */
+  node: string | null;
+}
+
+/**
+ * The relay access of a data dir: `cw login`'s token if there is one (a
+ * person says who they are), else the node credential of `cw setup`; null
+ * when neither. Throws `forbidden` for a clear-text URL saved without `--insecure`.
+ */
+export function loadRelayAccess(home: string): RelayAccess | null {
+  const login = loadLogin(home);
+  if (login) {
+    if (!login.insecure && isCleartextRemote(new URL(login.url))) {
+      throw new CwError(
+        "forbidden",
+        `Refusing to send the user token in clear text to ${login.url}: run cw login again with an https:// URL (or --insecure if the network to the relay is private)`,
+      );
+    }
+    return { ...login, node: null };
+  }
+  const config = loadRelayConfig(home);
+  if (!config) return null;
+  assertRelayTransport(config);
+  return {
+    url: config.url,
+    token: config.credential,
+    caCert: config.caCert,
+    insecure: config.insecure,
+    node: config.name,
+  };
+}

@@ -24,6 +24,7 @@ interface StoreImpl {
 function node(name: string, credentialHash: string): NodeRecord {
   return {
     name,
+    network: "default",
     credentialHash,
     createdAt: T0.toISOString(),
     revokedAt: null,
@@ -34,7 +35,13 @@ function node(name: string, credentialHash: string): NodeRecord {
 }
 
 function invite(tokenHash: string, usesLeft = 1, ttlMs = 24 * 3600_000): InviteRecord {
-  return { tokenHash, usesLeft, createdAt: T0.toISOString(), expiresAt: at(ttlMs).toISOString() };
+  return {
+    tokenHash,
+    network: "default",
+    usesLeft,
+    createdAt: T0.toISOString(),
+    expiresAt: at(ttlMs).toISOString(),
+  };
 }
 
 function randomBytes(n: number): Uint8Array<ArrayBuffer> {
@@ -172,7 +179,8 @@ export function storeConformance(impl: StoreImpl): void {
     const key = {
       fingerprint: "SHA256:abc",
       line: "ssh-ed25519 AAAA x",
-      addedBy: "a",
+      network: "team",
+      addedBy: "node:a",
       addedAt: "t",
     };
     await store.addSshKey(key);
@@ -180,6 +188,33 @@ export function storeConformance(impl: StoreImpl): void {
     assert.equal(await store.removeSshKey("SHA256:abc"), true);
     assert.equal(await store.removeSshKey("SHA256:abc"), false);
     assert.deepEqual(await store.listSshKeys(), []);
+  });
+
+  test("users are put and read; an invite's network is the registered node's", async (store) => {
+    const user = {
+      name: "ana",
+      network: "team",
+      readOnly: true,
+      tokenHash: "h",
+      createdAt: T0.toISOString(),
+      expiresAt: null,
+      revokedAt: null,
+    };
+    await store.putUser(user);
+    assert.deepEqual(await store.getUser("ana"), user);
+    assert.deepEqual(await store.listUsers(), [user]);
+    assert.equal(await store.getUser("bob"), null);
+    await store.createInvite({ ...invite("inv-team"), network: "team" });
+    const res = await store.register("inv-team", node("n1", "c"), T0);
+    assert.equal(res.ok && res.node.network, "team");
+    assert.equal((await store.getNode("n1"))?.network, "team");
+  });
+
+  test("the auth version moves on with every bump", async (store) => {
+    const v0 = await store.authVersion();
+    await store.bumpAuthVersion();
+    await store.bumpAuthVersion();
+    assert.equal(await store.authVersion(), v0 + 2n);
   });
 
   test("KV values round-trip: text, binary, empty, 1 MiB", async (store) => {

@@ -1,0 +1,93 @@
+/**
+ * The door of every authenticated route: reads the bearer token, finds its
+ * principal, limits failures per address, ties the connection to the
+ * principal (so revoking it closes the connection) and audits failures.
+ */
+import type { MiddlewareHandler } from "hono";
+import { CwError } from "../shared/errors.ts";
+import { RateLimiter } from "../shared/rate_limit.ts";
+import type { AuditLog } from "./audit.ts";
+import { type Ctx, type Env, peerOf } from "./http.ts";
+import { ADMIN, type Authenticator, type Connections, type Principal } from "./principals.ts";
+
+/** Failed authentications allowed per address: per minute, and in a burst. */
+export const AUTH_FAILURES_PER_MINUTE = 30;
+/** Burst of {@link AUTH_FAILURES_PER_MINUTE}. */
+export const AUTH_FAILURES_BURST = 20;
+
+/** What the gate needs. */
+export interface GateDeps {
+  auth: Authenticator;
+  connections: Connections;
+  audit: AuditLog;
+  authMode: "token" | "none";
+}
+
+/** Authenticates requests; see the file's comment. */
+export class Gate {
+  #deps: GateDeps;
+  #failures = new RateLimiter(AUTH_FAILURES_PER_MINUTE, AUTH_FAILURES_BURST);
+
+  /** A gate over `deps`. */
+  constructor(deps: GateDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * The principal of a request, or throws 401 (unknown, revoked and expired
+   * alike) or 429 (too many failures from this address). A valid credential
+   * always gets in: an attacker behind the same NAT must not lock out its
+   * users, so the limiter only decides how a *failed* attempt is answered.
+   */
+  async authenticate(c: Ctx): Promise<Principal> {
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    const found = m ? await this.#deps.auth.principalOf(m[1]) : null;
+    const peer = peerOf(c);
+    if (this.#deps.authMode === "none") {
+      // no credentials needed; a node's own credential still says which node it is
+      peer?.trust();
+      return found?.kind === "node" ? found : ADMIN;
+    }
+    if (found === null) {
+      const addr = c.get("addr");
+      if (!this.#failures.take(addr)) {
+        throw new CwError("rate_limited", "Too many failed attempts from this address; try later");
+      }
+      this.#deps.audit.record({
+        event: "auth_failed",
+        principal: null,
+        network: null,
+        addr,
+        route: `${c.req.method} ${new URL(c.req.url).pathname}`.slice(0, 200),
+        reason: m ? "invalid credential" : "no credential",
+      });
+      throw new CwError(
+        "unauthorized",
+        m ? "Invalid credential" : "Missing credential: send Authorization: Bearer TOKEN",
+      );
+    }
+    if (peer) {
+      peer.trust();
+      this.#deps.connections.hold(found.id, peer);
+    }
+    return found;
+  }
+
+  /**
+   * Middleware: authenticates, sets `principal`, and refuses with 403 a
+   * principal that is not the admin (`admin`) or is read-only (`write`).
+   */
+  require(needs: "any" | "write" | "admin" = "any"): MiddlewareHandler<Env> {
+    return async (c, next) => {
+      const p = await this.authenticate(c);
+      if (needs === "admin" && p.kind !== "admin") {
+        throw new CwError("forbidden", "This needs the admin token");
+      }
+      if (needs === "write" && p.readOnly) {
+        throw new CwError("forbidden", `${p.id} is read-only`);
+      }
+      c.set("principal", p);
+      await next();
+    };
+  }
+}
