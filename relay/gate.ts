@@ -1,14 +1,21 @@
 /**
  * The door of every authenticated route: reads the bearer token, finds its
  * principal, limits failures per address, ties the connection to the
- * principal (so revoking it closes the connection) and audits failures.
+ * principal when the answer is long-lived (so revoking it closes the
+ * connection) and audits failures.
  */
 import type { MiddlewareHandler } from "hono";
 import { CwError } from "../shared/errors.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
 import type { AuditLog } from "./audit.ts";
 import { type Ctx, type Env, peerOf } from "./http.ts";
-import { ADMIN, type Authenticator, type Connections, type Principal } from "./principals.ts";
+import {
+  ADMIN,
+  type Authenticator,
+  type Closable,
+  type Connections,
+  type Principal,
+} from "./principals.ts";
 
 /** Failed authentications allowed per address: per minute, and in a burst. */
 export const AUTH_FAILURES_PER_MINUTE = 30;
@@ -66,11 +73,19 @@ export class Gate {
         m ? "Invalid credential" : "Missing credential: send Authorization: Bearer TOKEN",
       );
     }
-    if (peer) {
-      peer.trust();
-      this.#deps.connections.hold(found.id, peer);
-    }
+    peer?.trust();
     return found;
+  }
+
+  /**
+   * Ties a long-lived answer to `p`: the connection of a WebSocket, or
+   * `what` (a KV watch); revoking `p` closes it. Plain requests are not tied — each is
+   * authenticated again, and a keep-alive connection a proxy shares between
+   * users must not be cut for one of them.
+   */
+  hold(c: Ctx, p: Principal, what?: Closable): void {
+    const held = what ?? peerOf(c);
+    if (held) this.#deps.connections.hold(p.id, held);
   }
 
   /**

@@ -74,6 +74,11 @@ export interface KvApiOptions {
    * Clients never see the prefix. Default: none.
    */
   space?: (c: Context) => string;
+  /**
+   * Called as a watch starts with a handle that ends it (the relay ties it
+   * to the caller, so that revoking the caller ends the watch).
+   */
+  onWatch?: (c: Context, watch: Closable) => void;
 }
 
 /** A failure that becomes an HTTP error response in `onError`, with extra headers. */
@@ -125,7 +130,7 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     const { ns, key } = entryTarget(c);
     if (watchParam(c)) {
       op("watch");
-      return watchResponse(c, kv(c), ns, { key }, heartbeatMs);
+      return watchResponse(c, kv(c), ns, { key }, heartbeatMs, opts.onWatch);
     }
     op("get");
     const entry = await kv(c).kvGet(ns, key, now());
@@ -180,7 +185,7 @@ export function kvApi(store: RelayStore, opts: KvApiOptions = {}): Hono {
     checkKeyText(prefix, "prefix", true);
     if (watchParam(c)) {
       op("watch");
-      return watchResponse(c, kv(c), ns, { prefix }, heartbeatMs);
+      return watchResponse(c, kv(c), ns, { prefix }, heartbeatMs, opts.onWatch);
     }
     op("list");
     const limitText = c.req.query("limit");
@@ -375,6 +380,7 @@ function watchResponse(
   ns: string,
   match: { key: string } | { prefix: string },
   heartbeatMs: number,
+  onWatch?: (c: Context, watch: Closable) => void,
 ): Response {
   const headers = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -388,13 +394,23 @@ function watchResponse(
   const events = store.kvWatch(ns, match, stop.signal)[Symbol.asyncIterator]();
   let timer: ReturnType<typeof setInterval> | undefined;
   let closed = false;
+  const ended: (() => void)[] = [];
   const finish = () => {
+    if (closed) return;
     closed = true;
     clearInterval(timer);
     stop.abort();
+    for (const fn of ended) fn();
   };
+  let end = (_why: string) => {};
   const body = new ReadableStream<Uint8Array>({
     start(ctrl) {
+      end = (why) => {
+        if (closed) return;
+        ctrl.enqueue(encoder.encode(`event: end\ndata: ${JSON.stringify({ message: why })}\n\n`));
+        finish();
+        ctrl.close();
+      };
       ctrl.enqueue(encoder.encode(": watching\n\n"));
       timer = setInterval(() => {
         // A client that reads nothing gets no more heartbeats queued for it.
@@ -418,7 +434,17 @@ function watchResponse(
       finish();
     },
   }, { highWaterMark: 1 });
+  onWatch?.(c, {
+    close: () => end("Access to this watch was revoked"),
+    onClose: (fn) => ended.push(fn),
+  });
   return new Response(body, { headers });
+}
+
+/** Something long-lived that can be ended, and says when it ended. */
+export interface Closable {
+  close(): void;
+  onClose(fn: () => void): void;
 }
 
 function sseEvent(e: KvEvent): string {

@@ -149,6 +149,7 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
     const entry = ticket ? await tickets.claim(ticket, p.name!) : null;
     if (!entry) throw new CwError("forbidden", "Invalid, used or expired dial-back ticket");
     expectWebSocket(c);
+    deps.gate.hold(c, p);
     const { socket, response } = upgrade(c, LINK_MAX_MESSAGE);
     socket.addEventListener("open", () => entry.resolve(socket), { once: true });
     return response;
@@ -159,6 +160,7 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
     const p = await deps.gate.authenticate(c);
     if (p.kind === "node") {
       expectWebSocket(c);
+      deps.gate.hold(c, p);
       return acceptLink(c, p.name!, p.network ?? DEFAULT_NETWORK);
     }
     if (deps.authMode !== "none") {

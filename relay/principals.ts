@@ -15,7 +15,12 @@
 import type { PrincipalKind } from "../shared/api.ts";
 import { RELAY_NAME_RE } from "../shared/names.ts";
 import { constantTimeEqual, hashSecretSync } from "../shared/secrets.ts";
-import type { Peer } from "../shared/guarded_listener.ts";
+
+/** A connection or a long-lived answer: a {@link Peer} or a KV watch. */
+export interface Closable {
+  close(): void;
+  onClose(fn: () => void): void;
+}
 import type { RelayStore } from "./store.ts";
 
 /** Who made a request. */
@@ -177,15 +182,16 @@ export class Authenticator implements Disposable {
 }
 
 /**
- * The live connections each principal authenticated (by {@link Principal.id}):
+ * The live connections and watches of each principal (by {@link Principal.id}):
  * revoking the principal closes them all — its link, streams, KV watches,
- * dial-backs and SSH sessions.
+ * dial-backs and SSH sessions. A KV watch is ended alone, not its
+ * connection, which HTTP/2 or a proxy may share with others.
  */
 export class Connections {
-  #held = new Map<string, Set<Peer>>();
+  #held = new Map<string, Set<Closable>>();
 
-  /** Records that `peer` was authenticated as `id`. */
-  hold(id: string, peer: Peer): void {
+  /** Records that `peer` (a connection, or a long-lived answer such as a watch) is `id`'s. */
+  hold(id: string, peer: Closable): void {
     let set = this.#held.get(id);
     if (!set) this.#held.set(id, set = new Set());
     if (set.has(peer)) return;

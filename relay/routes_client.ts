@@ -105,10 +105,11 @@ export function clientRoutes(app: Hono<Env>, deps: ClientRoutesDeps): void {
     const p = await deps.gate.authenticate(c);
     const name = c.req.param("name") ?? "";
     expectWebSocket(c);
+    deps.gate.hold(c, p);
     const record = deps.authMode === "none" ? null : await deps.store.getNode(name);
     // a node of another network is answered exactly as a node that does not exist
-    const known = deps.authMode === "none" ||
-      (record !== null && record.revokedAt === null && reaches(p, record.network));
+    const known = deps.authMode === "none" || (record !== null && reaches(p, record.network));
+    const revoked = record?.revokedAt != null;
     const network = record?.network ?? DEFAULT_NETWORK;
     const addr = c.get("addr");
     // a client's input is taken as the node's stream accepts it (its mux window), so a
@@ -123,6 +124,7 @@ export function clientRoutes(app: Hono<Env>, deps: ClientRoutesDeps): void {
     };
     socket.addEventListener("open", () => {
       if (!known) return answer("not_found", `Unknown node "${name}"`);
+      if (revoked) return answer("forbidden", `Node "${name}" has been revoked`);
       if (!live) return answer("node_offline", `Node "${name}" is offline`);
       deps.metrics.inc("cw_relay_client_streams_total", { principal: p.kind });
       let stream;
@@ -257,6 +259,9 @@ export function clientRoutes(app: Hono<Env>, deps: ClientRoutesDeps): void {
       now: deps.now,
       onOp: (op) => deps.metrics.inc("cw_relay_kv_operations_total", { op }),
       space: (c) => kvSpace(networkOf(c as unknown as Ctx)),
+      // a watch lives on: revoking its principal must end it
+      onWatch: (c, watch) =>
+        deps.gate.hold(c as unknown as Ctx, (c as unknown as Ctx).get("principal"), watch),
     }),
   );
 }

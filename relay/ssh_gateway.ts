@@ -187,7 +187,11 @@ export function startSshGateway(
     let user = "";
     let principal: Principal | null = null;
     const loggedIn = (p: Principal, how: string) => {
-      deps.logger.info(`ssh: ${addr} logged in to ${printable(user)} as ${p.id} (${how})`);
+      deps.logger.info(
+        `ssh: ${addr} logged in to ${printable(user)} ${
+          how === "key" ? `with key ${p.name}` : `with a password as ${p.id}`
+        } (network ${p.network ?? "*"})`,
+      );
       principal = p;
       peer.trust();
       deps.holdSshConnection(peer, p);

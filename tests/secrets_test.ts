@@ -171,7 +171,7 @@ Deno.test("setup takes the invite from stdin, a file or CW_INVITE; a relay.json 
     env: { CW_INVITE: await plainInvite(relay) },
   });
   assert.equal(viaEnv.code, 0, viaEnv.stderr);
-  assert.match(await home.ok(["nodes"]), /^n1\s+online/m);
+  assert.match(await home.ok(["nodes"]), /^n1\s+default\s+online/m);
 
   // command-line mistakes: one line, exit 2
   const mistakes: [string[], string | undefined, RegExp][] = [
