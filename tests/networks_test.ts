@@ -1,3 +1,5 @@
+// JSON answers are read field by field in the assertions.
+// deno-lint-ignore-file no-explicit-any
 /**
  * Networks, principals and the audit log, against a real relay (TLS), real
  * nodes, the real `ssh` client and the real CLI:
