@@ -258,9 +258,9 @@ const PUT_ATTEMPTS = 5;
 
 /**
  * Writes, telling whether the entry was created (201) or replaced (200).
- * Without a condition it still writes conditionally against what it just
- * read, so that `created` is exact; after {@link PUT_ATTEMPTS} lost races it
- * writes unconditionally (and reports a replacement).
+ * Without a condition the store's own read-check-write says whether it
+ * created the key, so `created` is exact; `If-Match: *` re-reads up to
+ * {@link PUT_ATTEMPTS} times when a racing write gets in first.
  */
 async function putEntry(
   store: KvSpace,
@@ -286,18 +286,19 @@ async function putEntry(
     if (version === null) throw failed(`KV key "${printable(key)}" in "${ns}" already exists`);
     return { version, created: true };
   }
-  for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-    const current = await currentVersion(store, ns, key, now);
-    if (current === null && cond.kind === "exists") {
-      throw failed(`KV key "${printable(key)}" in "${ns}" does not exist`);
+  if (cond.kind === "exists") {
+    for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
+      const current = await currentVersion(store, ns, key, now);
+      if (current === null) throw failed(`KV key "${printable(key)}" in "${ns}" does not exist`);
+      const version = await set({ ifVersion: current });
+      if (version !== null) return { version, created: false };
     }
-    const version = await set(current === null ? { ifAbsent: true } : { ifVersion: current });
-    if (version !== null) return { version, created: current === null };
+    throw failed(versionMismatch(ns, key));
   }
-  if (cond.kind === "exists") throw failed(versionMismatch(ns, key));
-  const version = await set({});
-  if (version === null) throw new Error(`Unconditional KV write to "${key}" failed`);
-  return { version, created: false };
+  // unconditional: one read and one atomic write in the store, which says whether it created
+  const res = await store.kvSet(ns, key, value, { ttlMs }, now);
+  if (!res.ok) throw new Error(`Unconditional KV write to "${key}" failed`);
+  return { version: res.version, created: res.created === true };
 }
 
 /** The version of a live entry, read from a listing so the value is not loaded. */

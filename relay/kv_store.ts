@@ -311,7 +311,7 @@ class DenoKvStore implements RelayStore {
         // Published before any await, so watchers see changes in commit order.
         this.#bus.publish({ type: "set", ns, key, version: res.versionstamp, expiresAt });
         if (old !== null) await deleteBlob(this.#kv, old);
-        return { ok: true, version: res.versionstamp };
+        return { ok: true, version: res.versionstamp, created: !live };
       }
       throw new Error(`Cannot write KV key "${key}" in "${ns}": the store is too busy, try again`);
     } finally {

@@ -82,7 +82,12 @@ export interface KvSetOptions {
 }
 
 /** Outcome of a conditional write or delete. */
-export type KvWriteResult = { ok: true; version: string } | {
+export type KvWriteResult = {
+  ok: true;
+  version: string;
+  /** For a write: whether the key was absent (or expired) before it. */
+  created?: boolean;
+} | {
   ok: false;
   reason: "conflict" | "not_found";
 };
