@@ -352,6 +352,14 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array> {
     if (Number(length) > limit) throw tooLarge();
   }
   if (req.body === null) return new Uint8Array(0);
+  if (length !== null) {
+    // the length is known and within the limit: the runtime collects the body (no JS stream)
+    try {
+      return await req.bytes();
+    } catch (err) {
+      throw new KvApiError("bad_request", "The request body could not be read", {}, err);
+    }
+  }
   const reader = req.body.getReader();
   const parts: Uint8Array[] = [];
   let total = 0;

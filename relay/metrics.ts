@@ -8,7 +8,11 @@ export class Metrics {
   inc(name: string, labels: Record<string, string> = {}, n = 1): void {
     let series = this.#counters.get(name);
     if (!series) this.#counters.set(name, series = new Map());
-    const key = Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`).join(",");
+    let key = "";
+    for (const k in labels) {
+      const v = labels[k];
+      key += `${key ? "," : ""}${k}="${PLAIN.test(v) ? v : escape(v)}"`;
+    }
     series.set(key, (series.get(key) ?? 0) + n);
   }
 
@@ -41,6 +45,9 @@ export class Metrics {
     return lines.join("\n") + "\n";
   }
 }
+
+/** Label values that need no escaping (the common case: routes, methods, codes). */
+const PLAIN = /^[^\\"\n]*$/;
 
 function escape(v: string): string {
   return v.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");

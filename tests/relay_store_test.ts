@@ -338,6 +338,39 @@ export function storeConformance(impl: StoreImpl): void {
     assert.equal(results.filter((r) => r.ok).length, 1);
   });
 
+  test("200 concurrent writes to 50 keys: each read sees the last write and its version", async (store) => {
+    // writes that arrive together are committed together (one transaction): none may be
+    // lost, two writes of one key never share a commit, and `created` stays exact
+    const writes = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => store.kvSet("g", `k${i % 50}`, enc(`v${i}`), {}, T0)),
+    );
+    assert.ok(writes.every((w) => w.ok));
+    assert.equal(writes.filter((w) => w.ok && w.created).length, 50);
+    const versions = new Set<string>();
+    for (let k = 0; k < 50; k++) {
+      const mine: { version: string; i: number }[] = writes.flatMap((w, i) =>
+        w.ok && i % 50 === k ? [{ version: w.version, i }] : []
+      );
+      const perKey = new Set(mine.map((m) => m.version));
+      assert.equal(perKey.size, 4, `four writes of k${k}, four versions`);
+      const got = await store.kvGet("g", `k${k}`, T0);
+      const last = mine.find((m) => m.version === got!.version);
+      assert.ok(last, `k${k}: the version read is one of its writes`);
+      assert.equal(new TextDecoder().decode(got!.value), `v${last.i}`);
+      versions.add(got!.version);
+    }
+    // a delete and a conditional write see what the group commits left
+    const k0 = await store.kvGet("g", "k0", T0);
+    assert.deepEqual(await store.kvDelete("g", "k0", { ifVersion: "0".repeat(20) }, T0), {
+      ok: false,
+      reason: "conflict",
+    });
+    assert.ok((await store.kvDelete("g", "k0", { ifVersion: k0!.version }, T0)).ok);
+    assert.equal(await store.kvGet("g", "k0", T0), null);
+    const again = await store.kvSet("g", "k0", enc("back"), { ifAbsent: true }, T0);
+    assert.ok(again.ok && again.created);
+  });
+
   test("ifAbsent creates once", async (store) => {
     assert.ok((await store.kvSet("ns", "k", enc("a"), { ifAbsent: true }, T0)).ok);
     assert.deepEqual(await store.kvSet("ns", "k", enc("b"), { ifAbsent: true }, T0), {
