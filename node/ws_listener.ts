@@ -1,3 +1,4 @@
+import { errorResponse } from "../shared/api.ts";
 import { join } from "node:path";
 import type { Logger } from "../shared/logger.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
@@ -59,8 +60,6 @@ export async function listenWebSocket(
   opts: ListenOptions,
 ): Promise<{ url: string; close(): Promise<void> }> {
   const failures = new RateLimiter(30, 20);
-  const json = (status: number, code: string, message: string) =>
-    Response.json({ error: { code, message } }, { status });
   const server = await serveGuardedHttp({
     hostname: opts.hostname,
     port: opts.port,
@@ -72,22 +71,22 @@ export async function listenWebSocket(
   }, async (req, info) => {
     const addr = info.remoteAddr.hostname;
     const path = new URL(req.url).pathname;
-    if (path !== "/") return json(404, "not_found", `No route ${path}`);
+    if (path !== "/") return errorResponse("not_found", `No route ${path}`);
     if (req.headers.get("origin") !== null) {
-      return json(403, "forbidden", "Cross-origin WebSocket upgrades are refused");
+      return errorResponse("forbidden", "Cross-origin WebSocket upgrades are refused");
     }
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "");
     const expected = await hashSecret(nodeToken(opts.home));
     if (!m || !constantTimeEqual(await hashSecret(m[1]), expected)) {
       // only failures are limited: a valid token from the same address always gets in
       if (!failures.take(addr)) {
-        return json(429, "rate_limited", "Too many failed attempts; try later");
+        return errorResponse("rate_limited", "Too many failed attempts; try later");
       }
-      return json(401, "unauthorized", "Missing or invalid node token");
+      return errorResponse("unauthorized", "Missing or invalid node token");
     }
     info.peer.trust();
     if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-      return json(400, "bad_request", "Expected a WebSocket upgrade");
+      return errorResponse("bad_request", "Expected a WebSocket upgrade");
     }
     const { socket, response, taken } = upgradeWebSocket(req, info.peer, STREAM_MAX_MESSAGE, {
       onTake: false,

@@ -275,12 +275,24 @@ export function errorResponse(
  * a body that is not an API error still gives a one-line message.
  */
 export async function errorFromResponse(res: Response, what = "The relay"): Promise<CwError> {
-  const body = await res.json().catch(() => null);
+  return errorFromBody(res.status, await res.text().catch(() => ""), what);
+}
+
+/** The {@link CwError} of an error body already read as text (a refused WebSocket upgrade). */
+export function errorFromBody(status: number, text: string, what = "The server"): CwError {
+  let body: { error?: { code?: unknown; message?: unknown } } | null = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not an API error
+  }
   const code = body?.error?.code;
   const message = body?.error?.message;
   return new CwError(
     typeof code === "string" && code in HTTP_STATUS ? code as ErrorCode : "internal",
-    typeof message === "string" ? message : `${what} answered HTTP ${res.status}`,
+    typeof message === "string"
+      ? message.slice(0, 1000).replace(/\p{Cc}/gu, " ")
+      : `${what} answered HTTP ${status}`,
   );
 }
 

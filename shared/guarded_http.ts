@@ -8,6 +8,7 @@
  * without the front are refused. Should Deno.serve's own accept loop die, a new one is started on a
  * new private port.
  */
+import { errorResponse } from "./api.ts";
 import type { Logger } from "./logger.ts";
 import { setListenerNoDelay } from "./libc.ts";
 import {
@@ -49,9 +50,7 @@ export interface GuardedHttpServer {
 }
 
 const refused = () =>
-  Response.json({
-    error: { code: "forbidden", message: "Connect through the public address" },
-  }, { status: 403, headers: { connection: "close" } });
+  errorResponse("forbidden", "Connect through the public address", { connection: "close" });
 
 /** Starts the server; resolves once it listens. */
 export async function serveGuardedHttp(
@@ -72,9 +71,7 @@ export async function serveGuardedHttp(
       onListen: (addr) => ready.resolve(addr.port),
       onError: (err) => {
         opts.logger.error(`${opts.name}: handler failed: ${(err as Error)?.stack ?? err}`);
-        return Response.json({ error: { code: "internal", message: "Internal error" } }, {
-          status: 500,
-        });
+        return errorResponse("internal", "Internal error");
       },
     }, (req, info) => {
       const peer = front?.peer(info.remoteAddr.port);

@@ -13,6 +13,7 @@
  * `close`, `binaryType`, `bufferedAmount`, `readyState`, message/close/error
  * events), so it fits {@link wsDuplex} and the link multiplexer unchanged.
  */
+import { errorFromBody } from "./api.ts";
 import { CwError } from "./errors.ts";
 import { concat, writeAll } from "./bytes.ts";
 
@@ -68,19 +69,12 @@ export async function connectWebSocket(
     await writeAll(conn, new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n"));
     const { status, headers, rest, body } = await readResponse(conn);
     if (status !== 101) {
-      let code = "node_unavailable";
-      let message = `the server answered HTTP ${status}`;
-      try {
-        const json = JSON.parse(body);
-        if (json?.error?.message) {
-          code = json.error.code ?? code;
-          message = `${json.error.message} (HTTP ${status})`;
-        }
-      } catch {
-        // not JSON
-      }
       conn.close();
-      throw new CwError(code as "node_unavailable", message);
+      const err = errorFromBody(status, body, "the server");
+      // a body that is not an API error: the server is not one of ours, or not up
+      throw err.code === "internal" && !body.includes('"error"')
+        ? new CwError("node_unavailable", err.message)
+        : new CwError(err.code, `${err.message} (HTTP ${status})`);
     }
     const digest = new Uint8Array(
       await crypto.subtle.digest("SHA-1", new TextEncoder().encode(key + GUID)),
