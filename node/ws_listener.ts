@@ -7,7 +7,7 @@ import { writeFileAtomic } from "../shared/paths.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import type { Duplex } from "../shared/duplex.ts";
 import { serveGuardedHttp, upgradeWebSocket } from "../shared/guarded_http.ts";
-import type { FdBudget } from "../shared/guarded_listener.ts";
+import { addressKey, type FdBudget } from "../shared/guarded_listener.ts";
 import {
   maxConnectionsFor,
   NODE_WS_LIMITS,
@@ -79,7 +79,7 @@ export async function listenWebSocket(
     const expected = await hashSecret(nodeToken(opts.home));
     if (!m || !constantTimeEqual(await hashSecret(m[1]), expected)) {
       // only failures are limited: a valid token from the same address always gets in
-      if (!failures.take(addr)) {
+      if (!failures.take(addressKey(addr))) {
         return errorResponse("rate_limited", "Too many failed attempts; try later");
       }
       return errorResponse("unauthorized", "Missing or invalid node token");

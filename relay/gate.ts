@@ -7,6 +7,7 @@
 import type { MiddlewareHandler } from "hono";
 import { CwError } from "../shared/errors.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
+import { addressKey } from "../shared/guarded_listener.ts";
 import type { AuditLog } from "./audit.ts";
 import { type Ctx, type Env, peerOf } from "./http.ts";
 import {
@@ -42,7 +43,8 @@ export class Gate {
 
   /**
    * The principal of a request, or throws 401 (unknown, revoked and expired
-   * alike) or 429 (too many failures from this address). A valid credential
+   * alike) or 429 (too many failures from this address; IPv6 counted by /64,
+   * so that one host cannot spread a guessing run, or audit lines, over its prefix). A valid credential
    * always gets in: an attacker behind the same NAT must not lock out its
    * users, so the limiter only decides how a *failed* attempt is answered.
    */
@@ -57,7 +59,7 @@ export class Gate {
     }
     if (found === null) {
       const addr = c.get("addr");
-      if (!this.#failures.take(addr)) {
+      if (!this.#failures.take(addressKey(addr))) {
         throw new CwError("rate_limited", "Too many failed attempts from this address; try later");
       }
       this.#deps.audit.record({

@@ -22,6 +22,7 @@ import { RateLimiter } from "../shared/rate_limit.ts";
 import { CwError } from "../shared/errors.ts";
 import { writeFileAtomic } from "../shared/paths.ts";
 import {
+  addressKey,
   type FdBudget,
   type GuardLimits,
   type GuardStats,
@@ -232,7 +233,7 @@ export function startSshGateway(
       }
       // failures are limited per address, but a valid login always gets in: an attacker
       // behind the same NAT must not lock out its users
-      if (ctx.method !== "none" && !failures.take(addr)) {
+      if (ctx.method !== "none" && !failures.take(addressKey(addr))) {
         deps.logger.warn(`ssh: too many failed logins from ${addr}; closing`);
         return ctx.reject([]);
       }
