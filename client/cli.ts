@@ -12,6 +12,7 @@ import { parseSignal } from "../shared/signals.ts";
 import { checkSessionName, checkTag } from "../shared/names.ts";
 import { VERSION } from "../shared/version.ts";
 import { AnsiStripper } from "./ansi.ts";
+import { printable, printableArgv } from "../shared/printable.ts";
 import { acknowledge, attach, REMOTE_WINDOW } from "./attach.ts";
 import { exitCodeOf } from "./exit_code.ts";
 import { COMMANDS, helpText, usageError } from "./help.ts";
@@ -254,7 +255,9 @@ async function launch(args: string[], { targets }: Ctx): Promise<number> {
   else console.log(node ? `${node}:${session.id}` : session.id);
   const label = session.name ? ` (${session.name})` : "";
   console.error(
-    `Launched session ${node ? `${node}:` : ""}${session.id}${label}: ${argv.join(" ")}`,
+    `Launched session ${node ? `${node}:` : ""}${session.id}${printable(label)}: ${
+      printableArgv(argv)
+    }`,
   );
   return 0;
 }
@@ -296,14 +299,15 @@ async function list(args: string[], { targets }: Ctx): Promise<number> {
     return 0;
   }
   const now = Date.now();
+  // names, tags and argv come from whoever launched: shown escaped, never raw
   const rows = sessions.map((s) => [
     String(s.id),
-    s.name ?? "-",
-    s.status,
-    s.status === "exited" ? String(s.exitCode) : s.signal ?? "-",
+    printable(s.name ?? "-"),
+    printable(s.status),
+    s.status === "exited" ? String(s.exitCode) : printable(s.signal ?? "-"),
     age(now - Date.parse(s.startedAt)),
-    s.tags.join(",") || "-",
-    s.argv.join(" "),
+    printable(s.tags.join(",")) || "-",
+    printableArgv(s.argv),
   ]);
   console.log(table(["ID", "NAME", "STATUS", "EXIT", "AGE", "TAGS", "COMMAND"], rows));
   return 0;
@@ -587,21 +591,21 @@ async function status(args: string[], { targets }: Ctx): Promise<number> {
   }
   const fields: [string, string][] = [
     ["id", String(session.id)],
-    ["name", session.name ?? "-"],
-    ["status", session.status],
+    ["name", printable(session.name ?? "-")],
+    ["status", printable(session.status)],
     ["exit code", session.exitCode === null ? "-" : String(session.exitCode)],
-    ["signal", session.signal ?? "-"],
+    ["signal", printable(session.signal ?? "-")],
     ["pid", session.pid === null ? "-" : String(session.pid)],
-    ["command", session.argv.join(" ")],
-    ["dir", session.dir],
-    ["tags", session.tags.join(",") || "-"],
+    ["command", printableArgv(session.argv)],
+    ["dir", printable(session.dir)],
+    ["tags", printable(session.tags.join(",")) || "-"],
     ["started", session.startedAt],
     ["ended", session.endedAt ?? "-"],
     ["output", `${session.outputBytes} bytes`],
   ];
   for (const [k, v] of fields) console.log(`${(k + ":").padEnd(11)}${v}`);
   console.log("last output:");
-  for (const line of text.split("\n")) if (line !== "") console.log(`  ${line}`);
+  for (const line of text.split("\n")) if (line !== "") console.log(`  ${printable(line)}`);
   return 0;
 }
 

@@ -18,6 +18,7 @@ import {
 } from "../shared/relay_config.ts";
 import { checkResponse, type NodeRow, paths, type WhoAmI } from "../shared/api.ts";
 import { RELAY_NAME_RE } from "../shared/names.ts";
+import { printable } from "../shared/printable.ts";
 import { VERSION } from "../shared/version.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
@@ -278,13 +279,14 @@ export async function nodes(args: string[], home: string): Promise<number> {
     console.log(JSON.stringify(nodes));
     return 0;
   }
+  // addresses and versions are what nodes reported: shown escaped
   const rows = nodes.map((n) => [
-    n.name,
-    n.network ?? "default",
+    printable(n.name),
+    printable(n.network ?? "default"),
     n.online ? "online" : "offline",
-    n.lastSeenAt ?? "never",
-    n.addr ?? "-",
-    n.version ?? "-",
+    printable(n.lastSeenAt ?? "never"),
+    printable(n.addr ?? "-"),
+    printable(n.version ?? "-"),
     n.sessions === null ? "-" : String(n.sessions),
   ]);
   const head = ["NAME", "NETWORK", "STATE", "LAST SEEN", "ADDRESS", "VERSION", "SESSIONS"];
@@ -483,9 +485,9 @@ export async function sshKey(args: string[], home: string): Promise<number> {
       else {
         for (const k of keys) {
           console.log(
-            `${k.fingerprint}  ${
-              k.line.split(" ").slice(2).join(" ") || "-"
-            }  added by ${k.addedBy}`,
+            `${printable(k.fingerprint)}  ${
+              printable(k.line.split(" ").slice(2).join(" ")) || "-"
+            }  added by ${printable(k.addedBy)}`,
           );
         }
       }

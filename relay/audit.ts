@@ -10,6 +10,7 @@
  * {@link AUDIT_MAX_FIELD} characters.
  */
 import type { AuditEntry } from "../shared/api.ts";
+import { printable } from "../shared/printable.ts";
 
 /** Size at which the log is rotated. */
 export const AUDIT_MAX_BYTES = 8 * 1024 * 1024;
@@ -229,5 +230,5 @@ export function formatAuditEntry(e: AuditEntry): string {
   if (addr) parts.push(`from=${addr}`);
   for (const [k, v] of Object.entries(rest)) parts.push(`${k}=${JSON.stringify(v)}`);
   // entries hold names a peer chose: no control characters reach a terminal
-  return parts.join(" ").replace(/\p{Cc}/gu, "?");
+  return printable(parts.join(" "));
 }

@@ -15,6 +15,7 @@ import {
   type UserRow,
 } from "../shared/api.ts";
 import { checkRelayName } from "../shared/names.ts";
+import { printable } from "../shared/printable.ts";
 import * as admin from "./admin.ts";
 import { type Actor, type AdminContext, MAX_INVITE_USES } from "./admin.ts";
 import { AuditLog, formatAuditEntry } from "./audit.ts";
@@ -230,8 +231,8 @@ function apiAdmin(url: URL, token: string, caCert?: string): Admin {
   };
 }
 
-/** Control characters out of a name a peer chose, before it reaches a terminal. */
-const safe = (s: unknown) => String(s ?? "").replace(/\p{Cc}/gu, "?");
+/** A name a peer chose, escaped before it reaches a terminal. */
+const safe = (s: unknown) => printable(String(s ?? ""));
 
 async function invite(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

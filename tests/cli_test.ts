@@ -66,6 +66,32 @@ Deno.test("launch prints the id alone, sets the environment, and list shows it",
   assert.match(table, /^2\s+-\s+running\s+-\s+\d+s\s+t2\s+sleep 30$/m);
 });
 
+Deno.test("argv from a launch is shown escaped: no escape sequence reaches the viewer", async () => {
+  await using home = new CwHome();
+  // an OSC 52 clipboard write, a title change and a right-to-left override in argv
+  const hostile = [
+    "sh",
+    "-c",
+    "sleep 30",
+    "\x1b]52;c;aGk=\x07",
+    "\x1b]0;pwned\x07",
+    "a\u202eb",
+    "two words",
+  ];
+  const r = await home.run(["launch", "--", ...hostile]);
+  assert.equal(r.code, 0, r.stderr);
+  for (const out of [r.stderr, await home.ok(["list"]), await home.ok(["status", "1"])]) {
+    assert.doesNotMatch(out, /[\x1b\x07\u202e]/, "a raw control character was printed");
+  }
+  const table = await home.ok(["list"]);
+  assert.match(
+    table,
+    /sh -c 'sleep 30' \\x1b\]52;c;aGk=\\x07 \\x1b\]0;pwned\\x07 a\\u202eb 'two words'$/m,
+  );
+  // --json keeps the exact strings for programs
+  assert.deepEqual((await listJson(home))[0].argv, hostile);
+});
+
 Deno.test("launch validates before spawning", async () => {
   await using home = new CwHome();
   const cases: [string[], RegExp][] = [
