@@ -415,7 +415,7 @@ function scenarios(t: Transport): void {
     );
     assert.match(
       table,
-      new RegExp(`^${other}\\s+-\\s+exited\\s+3\\s+\\d+s\\s+lst,x\\s+sh -c exit 3$`, "m"),
+      new RegExp(`^${other}\\s+-\\s+exited\\s+3\\s+\\d+s\\s+lst,x\\s+sh -c 'exit 3'$`, "m"),
     );
     // the session refers to it by name too
     const s = JSON.parse(await cw.ok(["status", cw.t.ref("lst-a"), "--json"]));
