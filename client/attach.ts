@@ -4,6 +4,7 @@ import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll } from "./io.ts";
+import { TerminalModes } from "./term_modes.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
 const PREFIX = 0x02;
@@ -75,6 +76,8 @@ export async function attach(
     conn: first.conn,
     offset: first.response.offset as number,
     ack: opts.resume === true,
+    // what the program turns on in this terminal is turned off again when we leave it
+    modes: Deno.stdout.isTerminal() ? new TerminalModes() : null,
   };
   if (tty) Deno.stdin.setRaw(true);
   const onResize = () => {
@@ -91,6 +94,7 @@ export async function attach(
     while (true) {
       const result = await Promise.race([detached, readOutput(state)]);
       if (result === "detach") {
+        await leaveTerminal(state);
         restore(tty);
         console.error(`\n[detached from session ${info.id}]`);
         return 0;
@@ -98,6 +102,7 @@ export async function attach(
       if (result === "lost" && opts.resume && await reconnect(client, info.id, state, opts)) {
         continue;
       }
+      await leaveTerminal(state);
       restore(tty);
       if (result === "lost") {
         // the node is gone (or unreachable for the whole resume window): the
@@ -109,6 +114,7 @@ export async function attach(
       return exitCodeOf(result);
     }
   } finally {
+    await leaveTerminal(state).catch(() => {});
     restore(tty);
     if (tty) Deno.removeSignalListener("SIGWINCH", onResize);
     state.conn.close();
@@ -121,6 +127,16 @@ interface Stream {
   offset: number;
   /** Acknowledge output (remote transports). */
   ack: boolean;
+  /** Modes the program set in our terminal (null: stdout is not a terminal). */
+  modes: TerminalModes | null;
+}
+
+/** Turns off every mode the program left on, so the shell gets its terminal back. */
+async function leaveTerminal(state: Stream): Promise<void> {
+  const modes = state.modes;
+  if (!modes) return;
+  state.modes = null; // once
+  await writeAll(Deno.stdout, new TextEncoder().encode(modes.reset()));
 }
 
 /** Re-opens a remote attach from `state.offset`; false when it cannot within the window. */
@@ -193,6 +209,7 @@ async function readOutput(state: Stream): Promise<End | "lost"> {
     if (frame.kind === FrameKind.DATA) {
       const more = conn.takeQueuedData();
       const bytes = more.length ? concat([frame.bytes, ...more]) : frame.bytes;
+      state.modes?.feed(bytes);
       await writeAll(Deno.stdout, bytes);
       state.offset += bytes.byteLength;
       if (state.ack) await acknowledge(conn, bytes.byteLength);

@@ -1,0 +1,166 @@
+/**
+ * Detach leaves the terminal as it was found: the modes a program turned on
+ * through `cw attach` (alternate screen, hidden cursor, mouse, keypad, …)
+ * are turned off again on detach, on the session's end and on a lost node —
+ * checked on the unit and with real programs in tmux, whose own flags say
+ * what state the outer terminal is in.
+ */
+import assert from "node:assert/strict";
+import { TerminalModes } from "../client/term_modes.ts";
+import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+
+const enc = new TextEncoder();
+
+Deno.test("terminal modes: tracked across chunks, reset exactly, nothing when clean", () => {
+  const m = new TerminalModes();
+  m.feed(enc.encode("plain text, no modes\r\n\x1b[1;31mred\x1b[0m"));
+  assert.equal(m.dirty, false);
+  // a sequence cut between two chunks still counts
+  const seq =
+    "\x1b[?1049h\x1b[?25l\x1b[?1000;1006h\x1b[?1h\x1b=\x1b[>1u\x1b[>4;2m\x1b[2;20r\x1b[5 q";
+  const bytes = enc.encode(`before${seq}after`);
+  for (let cut = 1; cut < bytes.byteLength; cut += 3) {
+    const t = new TerminalModes();
+    t.feed(bytes.subarray(0, cut));
+    t.feed(bytes.subarray(cut));
+    const reset = t.reset();
+    for (
+      const want of [
+        "\x1b[?1049l",
+        "\x1b[?25h",
+        "\x1b[?1000l",
+        "\x1b[?1006l",
+        "\x1b[?1l",
+        "\x1b>",
+        "\x1b[<1u",
+        "\x1b[>4m",
+        "\x1b7\x1b[r\x1b8",
+        "\x1b[0 q",
+      ]
+    ) {
+      assert.ok(reset.includes(want), `cut at ${cut}: ${JSON.stringify(want)} missing`);
+    }
+    // the alternate screen is left after everything else was reset on it
+    assert.ok(reset.indexOf("\x1b[?1049l") > reset.indexOf("\x1b[?1000l"));
+  }
+  // a program that undoes its own modes leaves nothing to reset
+  const tidy = new TerminalModes();
+  tidy.feed(
+    enc.encode(
+      `${seq}\x1b[?1049l\x1b[?25h\x1b[?1000;1006l\x1b[?1l\x1b>\x1b[<u\x1b[>4;0m\x1b[r\x1b[0 q`,
+    ),
+  );
+  assert.equal(tidy.dirty, false);
+  assert.equal(tidy.reset(), "\x1b[0m\x1b(B\x0f");
+  // junk and overlong sequences neither throw nor grow memory
+  const junk = new TerminalModes();
+  junk.feed(enc.encode(`\x1b[${"9".repeat(10_000)}`));
+  junk.feed(enc.encode("\x1b[?99999999999h\x1b\x1b\x1b[?;;;h\x1b"));
+  junk.feed(new Uint8Array(1 << 16).fill(0x1b));
+  assert.equal(typeof junk.reset(), "string");
+});
+
+/** The outer terminal's state as tmux sees it. */
+async function flags(tmux: Tmux, pane: string): Promise<Record<string, string>> {
+  const names = [
+    "alternate_on",
+    "cursor_flag",
+    "mouse_any_flag",
+    "keypad_flag",
+    "keypad_cursor_flag",
+    "mouse_sgr_flag",
+  ];
+  const out = await tmux.cmd(
+    "display-message",
+    "-p",
+    "-t",
+    pane,
+    names.map((n) => `#{${n}}`).join(","),
+  );
+  const values = out.trim().split(",");
+  return Object.fromEntries(names.map((n, i) => [n, values[i]]));
+}
+
+const CLEAN = {
+  alternate_on: "0",
+  cursor_flag: "1",
+  mouse_any_flag: "0",
+  keypad_flag: "0",
+  keypad_cursor_flag: "0",
+  mouse_sgr_flag: "0",
+};
+
+async function pane(tmux: Tmux, home: CwHome, name: string): Promise<void> {
+  const bin = `${home.root}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
+  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+  const shell = ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"]
+    .map(shellQuote).join(" ");
+  await tmux.start(name, shell, 100, 30, { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" });
+  await tmux.waitFor(name, "pane$");
+}
+
+Deno.test("detach, session end and a lost node leave the outer terminal clean (vim, less, top)", async () => {
+  await using home = new CwHome();
+  await using tmux = new Tmux(home.root);
+  await Deno.writeTextFile(
+    `${home.root}/text`,
+    Array.from({ length: 200 }, (_, i) => `line ${i}`).join("\n"),
+  );
+  type Flags = Record<string, string>;
+  const programs: [string, string[], RegExp, (f: Flags) => boolean][] = [
+    // vim with the mouse on: alternate screen, mouse reporting, application keys
+    [
+      "vim",
+      ["vim", "-u", "NONE", "-N", "-n", "-c", "set mouse=a", `${home.root}/text`],
+      /line \d+/,
+      (f) => f.alternate_on === "1" && f.mouse_any_flag === "1",
+    ],
+    ["less", ["less", `${home.root}/text`], /line \d+/, (f) => f.alternate_on === "1"],
+    // top hides the cursor
+    ["top", ["top", "-d", "1"], /PID/, (f) => f.cursor_flag === "0"],
+  ];
+  await pane(tmux, home, "t");
+  for (const [name, argv, ready, set] of programs) {
+    const id = await home.launch(["env", "TERM=xterm", ...argv]);
+    await tmux.typeLine("t", `cw attach ${id}; echo EXIT-${name}=$?`);
+    await tmux.waitFor("t", ready);
+    // the program's modes reached the outer terminal (so there is something to undo)
+    await waitFor(`${name}'s modes in the outer terminal`, async () => set(await flags(tmux, "t")));
+    await tmux.keys("t", ["C-b", "d"]);
+    await tmux.waitFor("t", new RegExp(`^EXIT-${name}=0$`, "m"));
+    assert.deepEqual(await flags(tmux, "t"), CLEAN, `after detaching from ${name}`);
+    // the prompt is back on the shell's own screen, not drawn over the program's
+    // (top draws on the main screen, as it would in any terminal)
+    const screen = await tmux.capture("t");
+    if (name !== "top") assert.doesNotMatch(screen, ready, `${name}'s screen is gone after detach`);
+    await tmux.typeLine("t", "clear");
+    await waitFor("the pane to clear", async () => (await tmux.capture("t")).trim() === "pane$");
+  }
+
+  // the session ends while attached (killed: it cannot undo its own modes)
+  const vim = await home.launch(["env", "TERM=xterm", ...programs[0][1]]);
+  await tmux.typeLine("t", `cw attach ${vim}; echo EXIT-END=$?`);
+  await tmux.waitFor("t", /line \d+/);
+  await waitFor(
+    "vim's alternate screen",
+    async () => (await flags(tmux, "t")).alternate_on === "1",
+  );
+  await home.ok(["kill", "--signal", "KILL", String(vim)]);
+  await tmux.waitFor("t", /^EXIT-END=137$/m);
+  assert.deepEqual(await flags(tmux, "t"), CLEAN, "after the session was killed");
+
+  // the node dies while attached (SIGKILL): the client still cleans up
+  await tmux.typeLine("t", "clear");
+  const less = await home.launch(["env", "TERM=xterm", "less", `${home.root}/text`]);
+  await tmux.typeLine("t", `cw attach ${less}; echo EXIT-LOST=$?`);
+  await tmux.waitFor("t", /line \d+/);
+  await waitFor(
+    "less's alternate screen",
+    async () => (await flags(tmux, "t")).alternate_on === "1",
+  );
+  Deno.kill(home.nodePid()!, "SIGKILL");
+  await tmux.waitFor("t", /^EXIT-LOST=255$/m);
+  assert.deepEqual(await flags(tmux, "t"), CLEAN, "after the node was lost");
+});
