@@ -5,6 +5,7 @@ import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll } from "./io.ts";
 import { TerminalModes } from "./term_modes.ts";
+import { QueryFilter } from "./query_filter.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
 const PREFIX = 0x02;
@@ -78,6 +79,7 @@ export async function attach(
     ack: opts.resume === true,
     // what the program turns on in this terminal is turned off again when we leave it
     modes: Deno.stdout.isTerminal() ? new TerminalModes() : null,
+    ...replayOf(first.response),
   };
   if (tty) Deno.stdin.setRaw(true);
   const onResize = () => {
@@ -129,6 +131,28 @@ interface Stream {
   ack: boolean;
   /** Modes the program set in our terminal (null: stdout is not a terminal). */
   modes: TerminalModes | null;
+  /** Output before this offset is history: its terminal queries are removed. */
+  live: number;
+  replay: QueryFilter | null;
+}
+
+/** The history part of an attach: from its offset to the node's `live` offset. */
+function replayOf(response: Record<string, unknown>): Pick<Stream, "live" | "replay"> {
+  const live = Number.isSafeInteger(response.live) ? response.live as number : 0;
+  return { live, replay: live > (response.offset as number) ? new QueryFilter() : null };
+}
+
+/** What of `bytes` (output at `state.offset`) goes to the terminal: history without its queries. */
+function shown(state: Stream, bytes: Uint8Array): Uint8Array {
+  if (!state.replay) return bytes;
+  const history = Math.min(bytes.byteLength, state.live - state.offset);
+  if (history <= 0) return bytes;
+  const parts = [state.replay.push(bytes.subarray(0, history))];
+  if (history < bytes.byteLength || state.offset + history >= state.live) {
+    parts.push(state.replay.flush(), bytes.subarray(history));
+    state.replay = null;
+  }
+  return parts.length === 1 ? parts[0] : concat(parts);
 }
 
 /** Turns off every mode the program left on, so the shell gets its terminal back. */
@@ -164,6 +188,7 @@ async function reconnect(
       const skipped = (response.skipped as number) ?? 0;
       state.conn = conn;
       state.offset = response.offset as number;
+      Object.assign(state, replayOf(response));
       await note(
         skipped > 0
           ? `reconnected; ${skipped} bytes were no longer held and are skipped`
@@ -209,8 +234,9 @@ async function readOutput(state: Stream): Promise<End | "lost"> {
     if (frame.kind === FrameKind.DATA) {
       const more = conn.takeQueuedData();
       const bytes = more.length ? concat([frame.bytes, ...more]) : frame.bytes;
-      state.modes?.feed(bytes);
-      await writeAll(Deno.stdout, bytes);
+      const out = shown(state, bytes);
+      state.modes?.feed(out);
+      await writeAll(Deno.stdout, out);
       state.offset += bytes.byteLength;
       if (state.ack) await acknowledge(conn, bytes.byteLength);
     } else if (frame.kind === FrameKind.EVENT) {

@@ -227,7 +227,14 @@ export class SessionService {
     let from = req.history === false ? s.ring.end : req.from ?? s.ring.start;
     from = Math.min(Math.max(from, s.ring.start), s.ring.end);
     const skipped = req.from !== undefined && req.from < s.ring.start ? s.ring.start - req.from : 0;
-    await conn.sendJson(FrameKind.RESPONSE, { session: s.info(), offset: from, skipped });
+    // `live`: where the ring ends now; bytes before it are history, which a client
+    // replays without the terminal queries in it (client/query_filter.ts)
+    await conn.sendJson(FrameKind.RESPONSE, {
+      session: s.info(),
+      offset: from,
+      skipped,
+      live: s.ring.end,
+    });
     if (!readOnly && req.cols && req.rows) {
       // a size change makes full-screen programs redraw for the new viewer
       m.resize(s, req.cols, Math.max(1, req.rows - 1));

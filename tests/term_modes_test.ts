@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { TerminalModes } from "../client/term_modes.ts";
+import { QueryFilter } from "../client/query_filter.ts";
 import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
 
 const enc = new TextEncoder();
@@ -163,4 +164,70 @@ Deno.test("detach, session end and a lost node leave the outer terminal clean (v
   Deno.kill(home.nodePid()!, "SIGKILL");
   await tmux.waitFor("t", /^EXIT-LOST=255$/m);
   assert.deepEqual(await flags(tmux, "t"), CLEAN, "after the node was lost");
+});
+
+Deno.test("query filter: old queries are removed from a replay, everything else kept", () => {
+  const f = new QueryFilter();
+  const queries = [
+    "\x1b[c",
+    "\x1b[0c",
+    "\x1b[>c",
+    "\x1b[=c",
+    "\x1b[6n",
+    "\x1b[?6n",
+    "\x1b[>q",
+    "\x1b[?2026$p",
+    "\x1b[14t",
+    "\x1b[?u",
+    "\x1b]11;?\x07",
+    "\x1b]10;?\x1b\\",
+    "\x1b]4;1;?\x07",
+    "\x1b]52;c;?\x07",
+    "\x1bP$qm\x1b\\",
+    "\x1bP+q544e\x1b\\",
+  ];
+  const kept =
+    "hi \x1b[1;31mred\x1b[0m \x1b[?1049h\x1b[2J\x1b[5;1H\x1b]0;title\x07 \x1b[8;24;80t end";
+  const input = enc.encode(queries.join("a") + kept);
+  // however the replay is cut into chunks, the queries go and nothing else does
+  for (const size of [1, 2, 3, 7, 64, input.byteLength]) {
+    const g = new QueryFilter();
+    const out: number[] = [];
+    for (let i = 0; i < input.byteLength; i += size) {
+      out.push(...g.push(input.subarray(i, i + size)));
+    }
+    out.push(...g.flush());
+    assert.equal(
+      new TextDecoder().decode(new Uint8Array(out)),
+      "a".repeat(queries.length - 1) + kept,
+    );
+  }
+  assert.equal(new TextDecoder().decode(f.push(enc.encode("plain"))), "plain");
+});
+
+Deno.test("re-attaching never answers an old query into the program", async () => {
+  await using home = new CwHome();
+  await using tmux = new Tmux(home.root);
+  // the program asks for the terminal's attributes once, at its start, with nobody attached;
+  // anything typed into it (a terminal's answer included) comes out of `cat -v` visibly
+  const id = await home.launch(["sh", "-c", "stty -echo; printf 'asked\\033[c\\n'; exec cat -v"]);
+  await waitFor(
+    "the query in the log",
+    async () => (await home.run(["logs", String(id), "--raw"])).stdout.includes("asked"),
+  );
+  await pane(tmux, home, "t");
+  for (let i = 0; i < 3; i++) {
+    await tmux.typeLine("t", `cw attach ${id}; echo ROUND-${i}=$?`);
+    await tmux.waitFor("t", "asked");
+    await tmux.keys("t", ["C-b", "d"]);
+    await tmux.waitFor("t", new RegExp(`^ROUND-${i}=0$`, "m"));
+  }
+  await home.ok(["send", String(id), "typed"]);
+  await waitFor(
+    "the program to print what it read",
+    async () => (await home.run(["logs", String(id), "--raw"])).stdout.includes("typed"),
+  );
+  const log = (await home.run(["logs", String(id), "--raw"])).stdout;
+  const line = log.split(/\r?\n/).find((l) => l.includes("typed"))!;
+  assert.equal(line.trim(), "typed", `the program read old answers: ${JSON.stringify(line)}`);
 });
