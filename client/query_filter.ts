@@ -119,7 +119,8 @@ function isQuery(d: Uint8Array, at: number, end: number): boolean {
   }
   if (kind === 0x5d) {
     // colour queries: OSC 4;n;? and OSC 10-19;?; clipboard reads OSC 52;c;?
-    return /^(?:4;\d+;\?|1\d;\?|52;[a-z0-9]*;\?)(?:\x07|\x1b\\)$/.test(text);
+    const body = text.endsWith("\x07") ? text.slice(0, -1) : text.slice(0, -2);
+    return /^(?:4;\d+;\?|1\d;\?|52;[a-z0-9]*;\?)$/.test(body);
   }
   if (kind === 0x50) return /^(?:\$q|\+q)/.test(text); // DECRQSS, XTGETTCAP
   return false;
