@@ -19,6 +19,7 @@ import { LogReader } from "./output_log.ts";
 import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
+import { ViewerSizes } from "./viewer_sizes.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -44,6 +45,8 @@ export interface ServiceHost {
  */
 export class SessionService {
   #host: ServiceHost;
+  /** Writable viewers per session id, for the size policy; dropped when the last leaves. */
+  #sizes = new Map<number, ViewerSizes>();
 
   /** A service over the daemon's manager. */
   constructor(host: ServiceHost) {
@@ -235,10 +238,14 @@ export class SessionService {
       skipped,
       live: s.ring.end,
     });
-    if (!readOnly && req.cols && req.rows) {
+    // writable viewers drive the size, the most recent winning (node/viewer_sizes.ts)
+    const me = !readOnly && req.cols && req.rows
+      ? (this.#sizes.get(s.meta.id) ?? this.#sizesOf(s.meta.id)).join(req.cols, req.rows)
+      : null;
+    if (me) {
       // a size change makes full-screen programs redraw for the new viewer
-      m.resize(s, req.cols, Math.max(1, req.rows - 1));
-      m.resize(s, req.cols, req.rows);
+      m.resize(s, me.cols, Math.max(1, me.rows - 1));
+      m.resize(s, me.cols, me.rows);
     }
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
@@ -248,11 +255,31 @@ export class SessionService {
       // resolves when the PTY had room; dropped only if this client leaves first
       if (frame.kind === FrameKind.DATA) return m.write(s, frame.bytes, stop.signal);
       else if (frame.kind === FrameKind.EVENT) {
-        onEvent(frame, (cols, rows) => m.resize(s, cols, rows));
+        onEvent(frame, (cols, rows) => {
+          if (me) this.#sizes.get(s.meta.id)?.change(me, cols, rows);
+          m.resize(s, cols, rows);
+        });
       } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
     }).finally(() => stop.abort());
-    await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
-    stop.abort();
+    try {
+      await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
+    } finally {
+      stop.abort();
+      const list = this.#sizes.get(s.meta.id);
+      if (me && list) {
+        // the viewer that set the size left: the most recent one still here sets it again
+        const next = list.leave(me);
+        if (next) m.resize(s, next.cols, next.rows);
+        if (list.size === 0) this.#sizes.delete(s.meta.id);
+      }
+    }
+  }
+
+  /** The writable viewers' sizes of a session, created on first use. */
+  #sizesOf(id: number): ViewerSizes {
+    const sizes = new ViewerSizes();
+    this.#sizes.set(id, sizes);
+    return sizes;
   }
 
   async #logs(conn: FramedConn, req: Extract<Request, { op: "logs" }>): Promise<void> {

@@ -8,6 +8,9 @@
 import assert from "node:assert/strict";
 import { TerminalModes } from "../client/term_modes.ts";
 import { QueryFilter } from "../client/query_filter.ts";
+import { NodeClient } from "../client/node_client.ts";
+import { localDialer } from "../client/local.ts";
+import { FrameKind } from "../shared/protocol.ts";
 import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
 
 const enc = new TextEncoder();
@@ -230,4 +233,42 @@ Deno.test("re-attaching never answers an old query into the program", async () =
   const log = (await home.run(["logs", String(id), "--raw"])).stdout;
   const line = log.split(/\r?\n/).find((l) => l.includes("typed"))!;
   assert.equal(line.trim(), "typed", `the program read old answers: ${JSON.stringify(line)}`);
+});
+
+Deno.test("size policy: the most recent writable viewer sets the size; when it leaves, the previous one's applies", async () => {
+  await using home = new CwHome();
+  // the program prints its terminal size for every line it reads
+  const id = String(
+    await home.launch(["sh", "-c", 'while read x; do echo "size:$(stty size)"; done']),
+  );
+  const client = new NodeClient(localDialer(home.home, false));
+  let asked = 0;
+  const sizeNow = async () => {
+    const mark = `q${++asked}`;
+    await home.ok(["send", id, mark]);
+    let seen = "";
+    await waitFor(`the size after ${mark}`, async () => {
+      const lines = (await home.run(["logs", id])).stdout.trim().split("\n");
+      const at = lines.lastIndexOf(mark);
+      const answer = at === -1 ? undefined : lines.slice(at + 1).find((l) => l.startsWith("size:"));
+      if (answer) seen = answer.slice(5);
+      return answer !== undefined;
+    });
+    return seen;
+  };
+  const a = await client.stream({ op: "attach", session: id, cols: 100, rows: 30 });
+  assert.equal(await sizeNow(), "30 100");
+  const b = await client.stream({ op: "attach", session: id, cols: 120, rows: 40 });
+  assert.equal(await sizeNow(), "40 120", "the last to attach sets the size");
+  // a read-only viewer never resizes
+  const ro = await client.stream({ op: "attach", session: id, cols: 60, rows: 10, readOnly: true });
+  assert.equal(await sizeNow(), "40 120");
+  // the first viewer resizes: it is now the most recent
+  await a.conn.sendJson(FrameKind.EVENT, { type: "resize", cols: 90, rows: 25 });
+  assert.equal(await sizeNow(), "25 90");
+  // it leaves: the other writable viewer's size applies again
+  a.conn.close();
+  assert.equal(await sizeNow(), "40 120", "the remaining writable viewer's size");
+  ro.conn.close();
+  b.conn.close();
 });
