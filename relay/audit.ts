@@ -11,6 +11,7 @@
  */
 import type { AuditEntry } from "../shared/api.ts";
 import { printable } from "../shared/printable.ts";
+import { parseDuration } from "../shared/duration.ts";
 
 /** Size at which the log is rotated. */
 export const AUDIT_MAX_BYTES = 8 * 1024 * 1024;
@@ -218,6 +219,15 @@ function clean(rec: AuditRecord): AuditRecord {
       : v;
   }
   return out as AuditRecord;
+}
+
+/** `since` as people write it: a duration back from now (`10m`, `2d`) or an ISO time. */
+export function parseSince(since: string): Date {
+  try {
+    return new Date(Date.now() - parseDuration(since));
+  } catch {
+    return new Date(since);
+  }
 }
 
 /** One line for a person: time, event, who, where, and the details. */

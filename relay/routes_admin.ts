@@ -6,9 +6,8 @@
 import type { Hono } from "hono";
 import { type InviteRequest, paths, type UserRequest } from "../shared/api.ts";
 import { CwError } from "../shared/errors.ts";
-import { parseDuration } from "../shared/duration.ts";
 import * as admin from "./admin.ts";
-import { AUDIT_MAX_READ, type AuditLog } from "./audit.ts";
+import { AUDIT_MAX_READ, type AuditLog, parseSince } from "./audit.ts";
 import type { Gate } from "./gate.ts";
 import { type Ctx, type Env, jsonBody } from "./http.ts";
 import type { Metrics } from "./metrics.ts";
@@ -23,15 +22,6 @@ export interface AdminRoutesDeps {
 
 /** Bytes of audit lines queued for a follower that does not read before it is dropped. */
 export const AUDIT_FOLLOW_MAX_QUEUED = 1024 * 1024;
-
-/** `since`: a duration back from now (`10m`, `2d`) or an ISO time. */
-export function parseSince(since: string): Date {
-  try {
-    return new Date(Date.now() - parseDuration(since));
-  } catch {
-    return new Date(since);
-  }
-}
 
 const actor = (c: Ctx): admin.Actor => ({ principal: c.get("principal"), addr: c.get("addr") });
 
