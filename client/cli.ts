@@ -58,6 +58,7 @@ const HANDLERS: Record<string, Handler> = {
   wait,
   kill,
   status,
+  screen,
   stop,
   setup: (args, ctx) => setup(args, ctx.home, ctx.targets.client(null)),
   server: (args, ctx) => serverCmd(args, ctx.home),
@@ -565,6 +566,32 @@ async function kill(args: string[], { targets }: Ctx): Promise<number> {
       : `${s.status} (code ${s.exitCode})`;
     console.error(`Session ${s.id}: ${how}`);
   }
+  return 0;
+}
+
+// ---------------------------------------------------------------- screen
+
+/** `cw screen SESSION [--ansi] [--json]`: what the program shows right now. */
+async function screen(args: string[], { targets }: Ctx): Promise<number> {
+  const { values, positionals } = parse("screen", args, {
+    json: { type: "boolean" },
+    ansi: { type: "boolean" },
+  });
+  const { node, session: ref } = splitRef(needOne("screen", positionals, "session"));
+  const { screen } = await targets.client(node).request<{ screen: Record<string, unknown> }>({
+    op: "screen",
+    session: ref,
+    ansi: values.ansi === true,
+  });
+  if (values.json) {
+    console.log(JSON.stringify(screen));
+    return 0;
+  }
+  const out = values.ansi
+    ? `${screen.ansi as string}\x1b[0m\n`
+    // cells hold no control characters; a title or such never reaches the output
+    : (screen.lines as string[]).map((l) => `${l}\n`).join("");
+  await writeAll(Deno.stdout, new TextEncoder().encode(out));
   return 0;
 }
 

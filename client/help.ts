@@ -47,6 +47,13 @@ give 128+signal, lost ones 255, a timeout 124.`,
     text: `Signal the whole process group of running sessions. Without --signal: SIGHUP
 then SIGTERM, as when a terminal closes. Waits up to 5 s for them to end.`,
   },
+  screen: {
+    usage: "cw screen SESSION [--ansi] [--json]",
+    text: `Print what the session's program shows right now, rendered by a terminal model
+at the session's size: one line per row (as tmux capture-pane -p); --ansi keeps
+colours and attributes as escape sequences; --json adds the cursor, the
+alternate-screen flag and the title. Works with NODE:SESSION and --server.`,
+  },
   status: {
     usage: "cw status SESSION [--json] [--lines N]",
     text: "Show a session's pid, directory, output size, exit code and last lines.",

@@ -70,6 +70,8 @@ export function parseRequest(value: Record<string, unknown>): Request {
         follow: v.bool("follow"),
         window: v.window("window"),
       };
+    case "screen":
+      return { op, session: v.string("session", true)!, ansi: v.bool("ansi") };
     case "info":
     case "relay_reload":
     case "shutdown":

@@ -20,6 +20,7 @@ import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
+import { renderScreen, SCREEN_SOURCE_BYTES } from "./screen.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -178,6 +179,19 @@ export class SessionService {
         return await this.#logs(conn, req);
       case "info":
         return respond(this.#host.info());
+      case "screen": {
+        const s = m.resolve(req.session);
+        const reader = new LogReader(s.dir);
+        let output: Uint8Array;
+        try {
+          const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
+          output = await reader.readAt(start, reader.size - start);
+        } finally {
+          reader.close();
+        }
+        const screen = await renderScreen(output, s.size.cols, s.size.rows, { ansi: req.ansi });
+        return respond({ session: s.info(), screen });
+      }
       case "relay_reload":
         localOnly(req.op, local);
         return respond({ relay: await this.#host.reloadRelay() });

@@ -38,6 +38,8 @@ export class Session {
   readonly dir: string;
   /** Recent output for replay. */
   readonly ring: ByteRing;
+  /** The PTY's size now (as last set; 80×24 for a session from before this node). */
+  size = { cols: 80, rows: 24 };
   #log: OutputLog | null;
   #viewers = new Set<Viewer>();
   #flow: FlowControl | null = null;

@@ -23,6 +23,7 @@ export const READ_ONLY_OPS: ReadonlySet<string> = new Set([
   "wait",
   "info",
   "attach",
+  "screen",
 ]);
 
 /**

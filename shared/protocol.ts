@@ -198,6 +198,8 @@ export type Request =
   }
   | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean; window?: number }
   | { op: "info" }
+  /** What the program shows now, rendered (`ansi`: with colours as escape sequences). */
+  | { op: "screen"; session: SessionRef; ansi?: boolean }
   /** Re-read the relay config (after `cw setup`) and relink. */
   | { op: "relay_reload" }
   | { op: "shutdown" };
@@ -213,6 +215,7 @@ export const OPS = [
   "attach",
   "logs",
   "info",
+  "screen",
   "relay_reload",
   "shutdown",
 ] as const;
