@@ -1,8 +1,7 @@
 /**
- * What a session's program shows right now, rendered by a terminal model:
- * npm `@xterm/headless` (and `@xterm/addon-serialize` for `--ansi`), the
- * only file that touches them. Loaded on first use, so a node that is never
- * asked for a screen does not pay for it.
+ * What a session's program shows right now, rendered by a terminal model
+ * (npm `@xterm/headless` behind node/xterm.ts, loaded on first use, so a node
+ * that is never asked for a screen does not pay for it).
  *
  * The model is built on demand from the end of the session's output (at most
  * {@link SCREEN_SOURCE_BYTES}) at the session's current size. That is exact
@@ -29,25 +28,11 @@ export interface ScreenView {
   ansi?: string;
 }
 
-// deno-lint-ignore no-explicit-any
-type XtermTerminal = any;
-let loaded:
-  | Promise<{ Terminal: new (o: object) => XtermTerminal; Serialize: new () => object }>
-  | null = null;
+let loaded: Promise<typeof import("./xterm.ts")> | null = null;
 
-function load() {
-  loaded ??= (async () => {
-    const xterm = await import("@xterm/headless");
-    const serialize = await import("@xterm/addon-serialize");
-    // the package is CommonJS: its exports come as the default export
-    const mod = (xterm as { default?: unknown }).default ?? xterm;
-    const ser = (serialize as { default?: unknown }).default ?? serialize;
-    return {
-      Terminal: (mod as { Terminal: new (o: object) => XtermTerminal }).Terminal,
-      Serialize: (ser as { SerializeAddon: new () => object }).SerializeAddon,
-    };
-  })();
-  return loaded;
+/** The model's module, loaded once, on first use. */
+function load(): Promise<typeof import("./xterm.ts")> {
+  return loaded ??= import("./xterm.ts");
 }
 
 /** Renders `output` (the end of a session's output) on a `cols`×`rows` terminal. */
@@ -57,7 +42,7 @@ export async function renderScreen(
   rows: number,
   opts: { ansi?: boolean } = {},
 ): Promise<ScreenView> {
-  const { Terminal, Serialize } = await load();
+  const { Terminal, SerializeAddon } = await load();
   const term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
   try {
     let title = "";
@@ -71,9 +56,9 @@ export async function renderScreen(
     }
     let ansi: string | undefined;
     if (opts.ansi) {
-      const addon = new Serialize();
+      const addon = new SerializeAddon();
       term.loadAddon(addon);
-      ansi = (addon as { serialize(o: object): string }).serialize({ scrollback: 0 });
+      ansi = addon.serialize({ scrollback: 0 });
     }
     return {
       cols,
