@@ -234,6 +234,23 @@ Deno.test("ansi: escapes are stripped across chunk boundaries", () => {
   }
 });
 
+Deno.test("ansi: a full-screen program's cursor moves read as lines and spaces", () => {
+  const enc = new TextEncoder();
+  const dec = new TextDecoder();
+  // a UI drawn by cursor positioning: title row, two words on one row, a status row
+  const input = "\x1b[?1049h\x1b[2J\x1b[1;1HTitle\x1b[3;5Hleft\x1b[3;40Hright\x1b[24;1Hstatus" +
+    "\x1b[5A\x1b[2Cup\x1b[?25l\x1b[>4;2m";
+  const want = "Title\nleft right\nstatus\nup";
+  const bytes = enc.encode(input);
+  for (let split = 0; split <= bytes.byteLength; split++) {
+    const s = new AnsiStripper();
+    const out = dec.decode(
+      concat([s.push(bytes.subarray(0, split)), s.push(bytes.subarray(split))]),
+    );
+    assert.equal(out, want, `split at ${split}`);
+  }
+});
+
 Deno.test("detach keys: Ctrl+B d detaches, Ctrl+B Ctrl+B is one Ctrl+B, split reads", () => {
   const k = new DetachKeys();
   assert.deepEqual(k.feed(new Uint8Array([0x61, 0x02])), {
