@@ -22,7 +22,7 @@ import { clientAddr, type Env } from "./http.ts";
 import { Hub } from "./hub.ts";
 import { linkRoutes } from "./links.ts";
 import { Metrics } from "./metrics.ts";
-import { Authenticator, Connections, type Principal } from "./principals.ts";
+import { AUTH_POLL_MS, Authenticator, Connections, type Principal } from "./principals.ts";
 import { adminRoutes } from "./routes_admin.ts";
 import { clientRoutes } from "./routes_client.ts";
 import { type GatewayKey, parsePublicKey } from "./ssh_gateway.ts";
@@ -111,6 +111,21 @@ export function createRelay(deps: RelayDeps): Relay {
     onChange: () => void recheck().catch((err) => deps.logger.warn(`revocation check: ${err}`)),
   });
   const gate = new Gate({ auth, connections, audit: deps.audit, authMode: deps.authMode });
+  // a key taken out of the data dir's authorized_keys ends its SSH sessions too
+  let keysFileMtime: number | null = null;
+  const keysWatch = deps.pollAuth && deps.authorizedKeysFile
+    ? setInterval(async () => {
+      let mtime = -1;
+      try {
+        mtime = (await Deno.stat(deps.authorizedKeysFile!)).mtime?.getTime() ?? 0;
+      } catch { /* no file */ }
+      if (keysFileMtime !== null && mtime !== keysFileMtime) {
+        recheck().catch((err) => deps.logger.warn(`revocation check: ${err}`));
+      }
+      keysFileMtime = mtime;
+    }, AUTH_POLL_MS)
+    : undefined;
+  if (keysWatch !== undefined) Deno.unrefTimer(keysWatch);
   const admin: AdminContext = {
     store: deps.store,
     audit: deps.audit,
@@ -263,6 +278,7 @@ export function createRelay(deps: RelayDeps): Relay {
     },
     [Symbol.dispose]() {
       auth[Symbol.dispose]();
+      clearInterval(keysWatch);
     },
   };
 }

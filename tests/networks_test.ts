@@ -676,6 +676,24 @@ Deno.test("networks: revoking a user, key or node cuts its attach, KV watch and 
   }
   const entries = (await rig.auditText()).trim().split("\n").map((l) => JSON.parse(l));
   assert.ok(entries.some((e) => e.event === "user_revoked" && e.user === "dora"));
+
+  // a key taken out of the data dir's authorized_keys ends its open session as well
+  const owner = await rig.keygen();
+  const keysFile = `${rig.relay.dataDir}/authorized_keys`;
+  await Deno.writeTextFile(keysFile, `${owner.line}\n`);
+  const sshOwner = rig.ssh("nx", "echo up; sleep 600", { key: owner.path });
+  const reader = sshOwner.stdout.getReader();
+  const { value } = await within(reader.read(), 15_000, "the authorized_keys session to start");
+  assert.equal(dec.decode(value), "up\n");
+  reader.releaseLock();
+  const t3 = performance.now();
+  await Deno.writeTextFile(keysFile, "# nobody\n");
+  await within(sshOwner.status, 5_000, "the session of a key removed from authorized_keys to end");
+  console.log(
+    `cut after removing a key from authorized_keys: ${Math.round(performance.now() - t3)} ms`,
+  );
+  await sshOwner.stdout.cancel().catch(() => {});
+  await sshOwner.stderr.cancel().catch(() => {});
 });
 
 Deno.test("networks: cw login makes a machine without a node a client of its network", async () => {
