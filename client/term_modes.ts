@@ -139,7 +139,14 @@ export class TerminalModes {
     if (i >= d.byteLength) return i - at > MAX_HELD ? i : -1;
     const final = d[i];
     if (final < 0x40 || final > 0x7e) return i; // malformed: resume scanning here
-    this.#csi(prefix, d.subarray(paramsStart, paramsEnd), intermediate, final);
+    // only a few finals can change a tracked mode: the common SGR (`m`) and cursor moves
+    // are passed over without reading their parameters
+    if (
+      final === 0x68 || final === 0x6c || final === 0x75 || final === 0x72 || final === 0x71 ||
+      (final === 0x6d && prefix === 0x3e)
+    ) {
+      this.#csi(prefix, d.subarray(paramsStart, paramsEnd), intermediate, final);
+    }
     return i + 1;
   }
 
