@@ -15,7 +15,7 @@ import { AnsiStripper } from "./ansi.ts";
 import { printable, printableArgv } from "../shared/printable.ts";
 import { acknowledge, attach, REMOTE_WINDOW } from "./attach.ts";
 import { exitCodeOf } from "./exit_code.ts";
-import { COMMANDS, helpText, usageError } from "./help.ts";
+import { COMMANDS, helpText, usageError } from "../shared/help.ts";
 import { concat, readAll, writeAll } from "./io.ts";
 import { nodeRunning } from "./local.ts";
 import type { NodeClient } from "./node_client.ts";
