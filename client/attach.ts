@@ -4,7 +4,7 @@ import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll } from "./io.ts";
-import { TerminalModes } from "./term_modes.ts";
+import { TerminalModes } from "../shared/term_modes.ts";
 import { QueryFilter } from "./query_filter.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
@@ -15,6 +15,11 @@ const DETACH_KEY = 0x64; // d
 export interface AttachOptions {
   readOnly: boolean;
   history: boolean;
+  /**
+   * Ask for the terminal's state rendered by the node (this many lines of
+   * scrollback) instead of the raw history; a node that cannot sends the raw history.
+   */
+  snapshot?: number;
   /** Reconnect and resume after a lost connection (remote targets). */
   resume?: boolean;
 }
@@ -70,6 +75,7 @@ export async function attach(
     readOnly: opts.readOnly,
     history: opts.history,
     window: opts.resume ? REMOTE_WINDOW : undefined,
+    snapshot: opts.snapshot,
     ...consoleSize(),
   });
   const info = first.response.session as SessionInfo;
@@ -82,6 +88,13 @@ export async function attach(
     ...replayOf(first.response),
   };
   if (tty) Deno.stdin.setRaw(true);
+  const snapshot = first.response.snapshot;
+  if (typeof snapshot === "string") {
+    // the terminal's state as the node's model has it: screen, scrollback, modes, no queries
+    const bytes = new TextEncoder().encode(snapshot);
+    state.modes?.feed(bytes);
+    await writeAll(Deno.stdout, bytes);
+  }
   const onResize = () => {
     const s = consoleSize();
     if (s && !opts.readOnly) {

@@ -25,6 +25,8 @@ import { kv, login, logout, nodes, RelayUsageError, setup, sshKey } from "./rela
 
 /** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
 const TIMEOUT_EXIT = 124;
+/** Lines of scrollback an attach shows above the screen by default. */
+const DEFAULT_HISTORY_LINES = 200;
 /** Bytes of input per `send` request. */
 const SEND_CHUNK = 96 * 1024;
 
@@ -335,11 +337,19 @@ async function attachCmd(args: string[], { targets }: Ctx): Promise<number> {
   const { values, positionals } = parse("attach", args, {
     "read-only": { type: "boolean" },
     "no-history": { type: "boolean" },
+    history: { type: "string" },
+    "raw-history": { type: "boolean" },
   });
   const { node, session } = splitRef(needOne("attach", positionals, "session"));
+  if (values["no-history"] && values.history !== undefined) {
+    throw new UsageError("Give --history N or --no-history, not both", "attach");
+  }
+  const lines = values["no-history"] ? 0 : countOpt("attach", "history", values.history);
   return await attach(targets.client(node), session, {
     readOnly: values["read-only"] === true,
     history: values["no-history"] !== true,
+    // the screen as the node's model renders it, plus this much scrollback
+    snapshot: values["raw-history"] ? undefined : lines ?? DEFAULT_HISTORY_LINES,
     resume: targets.isRemote(node),
   });
 }

@@ -61,6 +61,7 @@ export function parseRequest(value: Record<string, unknown>): Request {
         cols: v.size("cols"),
         rows: v.size("rows"),
         window: v.window("window"),
+        snapshot: v.count("snapshot"),
       };
     case "logs":
       return {

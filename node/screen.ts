@@ -73,3 +73,42 @@ export async function renderScreen(
     term.dispose();
   }
 }
+
+/** Most characters of a snapshot: it travels in one JSON frame (MAX_JSON_PAYLOAD, 256 KiB). */
+export const SNAPSHOT_MAX_CHARS = 192 * 1024;
+/** Most lines of scrollback a viewer may ask for. */
+export const SNAPSHOT_MAX_SCROLLBACK = 10_000;
+
+/**
+ * The state of a session's terminal as bytes a viewer's terminal can be
+ * given instead of the raw history: `scrollback` lines above the screen (as
+ * many as fit in {@link SNAPSHOT_MAX_CHARS}), the screen, the cursor, and the
+ * modes (the alternate screen, keys, mouse, paste and focus from the model;
+ * the rest from `extras`, read off the same output by shared/term_modes.ts).
+ * Built from the end of the output, like {@link renderScreen}; it holds no
+ * terminal query, so a viewer's terminal never answers an old one.
+ */
+export async function renderSnapshot(
+  output: Uint8Array,
+  cols: number,
+  rows: number,
+  scrollback: number,
+  extras: string,
+): Promise<string> {
+  const { Terminal, SerializeAddon } = await load();
+  const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK));
+  const term = new Terminal({ cols, rows, scrollback: lines, allowProposedApi: true });
+  try {
+    await new Promise<void>((resolve) => term.write(output, resolve));
+    const addon = new SerializeAddon();
+    term.loadAddon(addon);
+    for (let n = lines;; n = Math.floor(n / 2)) {
+      const text = addon.serialize({ scrollback: n });
+      if (text.length + extras.length <= SNAPSHOT_MAX_CHARS || n === 0) {
+        return text.slice(-SNAPSHOT_MAX_CHARS) + extras;
+      }
+    }
+  } finally {
+    term.dispose();
+  }
+}

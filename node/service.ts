@@ -20,7 +20,8 @@ import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
-import { renderScreen, SCREEN_SOURCE_BYTES } from "./screen.ts";
+import { renderScreen, renderSnapshot, SCREEN_SOURCE_BYTES } from "./screen.ts";
+import { TerminalModes } from "../shared/term_modes.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -245,12 +246,20 @@ export class SessionService {
     from = Math.min(Math.max(from, s.ring.start), s.ring.end);
     const skipped = req.from !== undefined && req.from < s.ring.start ? s.ring.start - req.from : 0;
     // `live`: where the ring ends now; bytes before it are history, which a client
-    // replays without the terminal queries in it (client/query_filter.ts)
+    // replays without the terminal queries in it (client/query_filter.ts) — or, when it
+    // asks for a snapshot, gets as the terminal's state rendered by a model (node/screen.ts)
+    const live = s.ring.end;
+    let snapshot: string | undefined;
+    if (req.snapshot !== undefined && req.from === undefined) {
+      snapshot = await this.#snapshot(s, req.snapshot);
+      from = live;
+    }
     await conn.sendJson(FrameKind.RESPONSE, {
       session: s.info(),
       offset: from,
       skipped,
-      live: s.ring.end,
+      live,
+      ...(snapshot !== undefined ? { snapshot } : {}),
     });
     // writable viewers drive the size, the most recent winning (node/viewer_sizes.ts)
     const me = !readOnly && req.cols && req.rows
@@ -287,6 +296,30 @@ export class SessionService {
         if (list.size === 0) this.#sizes.delete(s.meta.id);
       }
     }
+  }
+
+  /**
+   * The session's terminal state up to exactly `ring.end` now: the log is
+   * written with the ring, so a reader opened in the same tick ends there.
+   */
+  async #snapshot(s: Session, scrollback: number): Promise<string> {
+    const reader = new LogReader(s.dir);
+    let output: Uint8Array;
+    try {
+      const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
+      output = await reader.readAt(start, reader.size - start);
+    } finally {
+      reader.close();
+    }
+    const modes = new TerminalModes();
+    modes.feed(output);
+    return await renderSnapshot(
+      output,
+      s.size.cols,
+      s.size.rows,
+      scrollback,
+      modes.restoreExtras(),
+    );
   }
 
   /** The writable viewers' sizes of a session, created on first use. */

@@ -14,9 +14,13 @@ unique among running sessions.`,
     text: "List sessions: id, name, status, exit code or signal, age, tags, command.",
   },
   attach: {
-    usage: "cw attach [--read-only] [--no-history] SESSION",
-    text: `Connect this terminal to a session: history replay, live output and input.
-Detach with Ctrl+B then d; Ctrl+B Ctrl+B sends a literal Ctrl+B.
+    usage: "cw attach [--read-only] [--history N | --no-history | --raw-history] SESSION",
+    text: `Connect this terminal to a session: its current screen, live output and input.
+The node renders the program's screen and modes with a terminal model and sends
+them with --history N lines of scrollback above (default 200; --no-history: the
+screen alone); --raw-history replays the raw bytes instead, as cw did before.
+Detach with Ctrl+B then d; Ctrl+B Ctrl+B sends a literal Ctrl+B; detaching
+turns off every mode the program set in your terminal.
 --read-only: watch without typing (enforced by the node).
 When the session ends, attach exits with the session's exit code; when the
 node goes away under it (and, for a remote one, stays away), with 255.`,

@@ -195,6 +195,12 @@ export type Request =
     rows?: number;
     /** Output credit: see {@link StreamEvent} `ack`. */
     window?: number;
+    /**
+     * Instead of the raw history, the terminal's state as the node's model renders it,
+     * with this many lines of scrollback: RESPONSE `snapshot` (a string for the terminal),
+     * then output from `live`. Ignored with `from` (a resume).
+     */
+    snapshot?: number;
   }
   | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean; window?: number }
   | { op: "info" }

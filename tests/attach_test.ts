@@ -243,13 +243,29 @@ Deno.test("attach in a terminal: type, resize, detach, re-attach with history, C
   await tmux.keys("t", ["C-b", "d"]);
   await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
 
-  // --no-history: only what comes after attaching
+  // --no-history: the session's screen as it is now, and nothing above it
+  await home.ok(["send", String(id), "seq 1 300"]);
+  await waitForLog(home, id, "300");
   await tmux.clearPane("t");
+  await tmux.cmd("clear-history", "-t", "t");
   await tmux.typeLine("t", `cw attach --no-history ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.waitFor("t", /^300$/m);
   await tmux.typeLine("t", "echo fresh-$((5+5))");
-  const pane = await tmux.waitFor("t", /^fresh-10$/m);
-  assert.ok(!pane.includes("hello-42"), `history was replayed:\n${pane}`);
-  assert.ok(!pane.includes("0000000"), `history was replayed:\n${pane}`);
+  await tmux.waitFor("t", /^fresh-10$/m);
+  const all = await tmux.cmd("capture-pane", "-p", "-S", "-", "-t", "t");
+  assert.ok(!/^250$/m.test(all), `more than the screen was shown:\n${all}`);
+  assert.ok(!all.includes("hello-42"), `more than the screen was shown:\n${all}`);
+  await tmux.keys("t", ["C-b", "d"]);
+  await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
+
+  // --history N: that many lines of scrollback above the screen, not the whole transcript
+  await tmux.clearPane("t");
+  await tmux.cmd("clear-history", "-t", "t");
+  await tmux.typeLine("t", `cw attach --history 100 ${id}; echo ATTACH-EXIT=$?`);
+  await tmux.waitFor("t", /^fresh-10$/m);
+  const scrolled = await tmux.cmd("capture-pane", "-p", "-S", "-", "-t", "t");
+  assert.match(scrolled, /^250$/m, "100 lines of scrollback above the screen");
+  assert.ok(!/^150$/m.test(scrolled), `more than 100 lines of scrollback:\n${scrolled}`);
   await tmux.keys("t", ["C-b", "d"]);
   await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
 });

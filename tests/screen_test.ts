@@ -3,7 +3,7 @@
  * terminal model, equals what tmux shows of the same program at the same size.
  */
 import assert from "node:assert/strict";
-import { CwHome, Tmux, waitFor } from "./helpers.ts";
+import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
 
 Deno.test("cw screen of vim and of a line program equals tmux's capture of the same", async () => {
   await using home = new CwHome();
@@ -42,4 +42,52 @@ Deno.test("cw screen of vim and of a line program equals tmux's capture of the s
   const r = await home.run(["screen", "99"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^cw: .*"99"/);
+});
+
+Deno.test("attach shows vim's screen and modes as the node's model has them, at any viewer size", async () => {
+  await using home = new CwHome();
+  await using tmux = new Tmux(home.root);
+  const file = `${home.root}/text.txt`;
+  await Deno.writeTextFile(file, Array.from({ length: 200 }, (_, i) => `line ${i}`).join("\n"));
+  const argv = ["vim", "-u", "NONE", "-N", "-n", "-c", "set mouse=a", "-c", "normal 80Gzz", file];
+  await tmux.cmd("new-session", "-d", "-s", "ref", "-x", "80", "-y", "24", ...argv);
+  const id = await home.launch(argv);
+  const want = async () => (await tmux.capture("ref")).replace(/\n+$/, "").split("\n");
+  await waitFor(
+    "the reference vim",
+    async () => (await want()).some((l) => l.startsWith("line 80")),
+  );
+  // a read-only viewer (it never resizes) in a larger terminal: vim's 80×24 screen, top-left
+  const bin = `${home.root}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
+  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+  await tmux.start(
+    "v",
+    ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"].map(shellQuote)
+      .join(" "),
+    100,
+    30,
+    { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" },
+  );
+  await tmux.waitFor("v", "pane$");
+  await tmux.typeLine("v", `cw attach --read-only ${id}; echo EXIT=$?`);
+  let got: string[] = [];
+  await waitFor("the viewer to show vim's screen", async () => {
+    got = (await tmux.capture("v")).split("\n").slice(0, 24).map((l) => l.trimEnd());
+    const expected = await want();
+    return expected.every((l, i) => got[i] === l.trimEnd());
+  }).catch(async (err) => assert.deepEqual(got, await want(), err.message));
+  // the modes came with the snapshot: alternate screen and vim's mouse
+  const flags =
+    (await tmux.cmd("display-message", "-p", "-t", "v", "#{alternate_on},#{mouse_any_flag}"))
+      .trim();
+  assert.equal(flags, "1,1");
+  await tmux.keys("v", ["C-b", "d"]);
+  await tmux.waitFor("v", /^EXIT=0$/m);
+  assert.equal(
+    (await tmux.cmd("display-message", "-p", "-t", "v", "#{alternate_on},#{mouse_any_flag}"))
+      .trim(),
+    "0,0",
+  );
 });

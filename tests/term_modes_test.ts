@@ -6,7 +6,7 @@
  * what state the outer terminal is in.
  */
 import assert from "node:assert/strict";
-import { TerminalModes } from "../client/term_modes.ts";
+import { TerminalModes } from "../shared/term_modes.ts";
 import { QueryFilter } from "../client/query_filter.ts";
 import { NodeClient } from "../client/node_client.ts";
 import { localDialer } from "../client/local.ts";

@@ -46,10 +46,15 @@ export class TerminalModes {
   #changed = new Set<number>();
   #keypad = false;
   #kittyPushes = 0;
+  /** The flags of the last few kitty pushes, most recent last (to restore them). */
+  #kittyStack: number[] = [];
   #kittyFlags = false;
+  #kittyFlagsValue = 0;
   #modifyOtherKeys = false;
+  #modifyOtherKeysLevel = 0;
   #scrollRegion = false;
   #cursorStyle = false;
+  #cursorStyleValue = 0;
   #held: Uint8Array | null = null;
 
   /** Reads one chunk of output on its way to the terminal. */
@@ -106,12 +111,33 @@ export class TerminalModes {
     return out;
   }
 
+  /**
+   * The bytes that turn on again what a terminal model's snapshot does not
+   * carry (node/screen.ts: xterm's serializer restores the screens, cursor
+   * keys, keypad, mouse tracking, focus and paste modes): the hidden cursor,
+   * the mouse encodings, the kitty keyboard flags, modifyOtherKeys and the
+   * cursor style.
+   */
+  restoreExtras(): string {
+    const c = this.#changed;
+    let out = "";
+    if (c.has(25)) out += "\x1b[?25l";
+    for (const m of [1005, 1006, 1015, 1016]) if (c.has(m)) out += `\x1b[?${m}h`;
+    const pushed = this.#kittyPushes > 0 ? this.#kittyStack.slice(-this.#kittyPushes) : [];
+    for (const f of pushed) out += `\x1b[>${f}u`;
+    if (this.#kittyFlags) out += `\x1b[=${this.#kittyFlagsValue};1u`;
+    if (this.#modifyOtherKeys) out += `\x1b[>4;${this.#modifyOtherKeysLevel}m`;
+    if (this.#cursorStyle) out += `\x1b[${this.#cursorStyleValue} q`;
+    return out;
+  }
+
   /** Forgets every mode (after {@link reset} was written). */
   clear(): void {
     this.#changed.clear();
     this.#keypad = this.#kittyFlags = this.#modifyOtherKeys = false;
     this.#scrollRegion = this.#cursorStyle = false;
     this.#kittyPushes = 0;
+    this.#kittyStack = [];
     this.#held = null;
   }
 
@@ -170,7 +196,8 @@ export class TerminalModes {
     } else if (prefix === 0 && intermediate === 0 && final === 0x72) { // CSI t ; b r
       this.#scrollRegion = params.length > 0 && !(params.length === 1 && params[0] === 0);
     } else if (prefix === 0 && intermediate === 0x20 && final === 0x71) { // CSI n SP q
-      this.#cursorStyle = (params[0] ?? 0) !== 0;
+      this.#cursorStyleValue = params[0] ?? 0;
+      this.#cursorStyle = this.#cursorStyleValue !== 0;
     }
   }
 }
