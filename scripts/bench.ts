@@ -79,6 +79,8 @@ const TARGETS = {
   throughputOfBare: 0.75,
   rssPerSessionKiB: 1024,
   listMs: 50,
+  /** An attach's snapshot (160×50, 1,000 lines of scrollback), request to answer, in ms. */
+  snapshotMs: 20,
 };
 
 const RESULTS_FILE = fileURLToPath(new URL("../bench-results/standalone.json", import.meta.url));
@@ -242,6 +244,8 @@ interface ControlResults {
   launchMs: { p50: number; max: number; runs: number };
   startupMs: { p50: number; runs: number };
   list: { sessions: number; cliP50Ms: number; requestP50Ms: number; runs: number };
+  /** Attach with a snapshot of a 160×50 session with 1,000 lines of scrollback. */
+  snapshot: { firstMs: number; p50Ms: number; runs: number; chars: number };
   rss: { beforeKiB: number; afterKiB: number; sessions: number; perSessionKiB: number };
   stopMs: number;
 }
@@ -286,6 +290,31 @@ async function measureControl(rig: Rig): Promise<ControlResults> {
     listRequest.push((await timed(() => client.request({ op: "list" }))).ms);
   }
 
+  // a session at 160×50 whose output holds well over 1,000 lines, coloured
+  const lines = await home.launch([
+    "sh",
+    "-c",
+    'i=0; while [ $i -lt 3000 ]; do printf "\\033[1;3%dmline %d\\033[0m %s\\n" $((i % 8)) $i "text text text text text text text text text text"; i=$((i+1)); done; sleep 3600',
+  ]);
+  await client.request({ op: "attach", session: String(lines), cols: 160, rows: 50 })
+    .catch(() => {}); // sizes the PTY (a unary call closes the stream at once)
+  await sleep(1000);
+  const snapshots: number[] = [];
+  let chars = 0;
+  for (let i = 0; i < 6; i++) {
+    const { ms, value } = await timed(() =>
+      client.stream({ op: "attach", session: String(lines), readOnly: true, snapshot: 1000 })
+    );
+    chars = String(value.response.snapshot ?? "").length;
+    value.conn.close();
+    snapshots.push(ms);
+  }
+  progress(
+    `attach snapshot first ${fmtMs(snapshots[0])}, then p50 ${
+      fmtMs(percentile(snapshots.slice(1), 50))
+    }`,
+  );
+
   const stop = await timed(() => home.ok(["stop"], { timeoutMs: 30_000 }));
   await home[Symbol.asyncDispose]();
   return {
@@ -304,6 +333,12 @@ async function measureControl(rig: Rig): Promise<ControlResults> {
       perSessionKiB: (afterKiB - beforeKiB) / IDLE_SESSIONS,
     },
     stopMs: stop.ms,
+    snapshot: {
+      firstMs: snapshots[0],
+      p50Ms: percentile(snapshots.slice(1), 50),
+      runs: snapshots.length - 1,
+      chars,
+    },
   };
 }
 
@@ -350,6 +385,11 @@ function judge(io: IoResults, ctl: ControlResults): Target[] {
       name: `cw list ≤ ${TARGETS.listMs} ms at ${ctl.list.sessions} sessions`,
       value: `${fmtMs(ctl.list.cliP50Ms)} (CLI wall)`,
       pass: ctl.list.cliP50Ms <= TARGETS.listMs,
+    },
+    {
+      name: `attach snapshot ≤ ${TARGETS.snapshotMs} ms (160×50, 1,000 lines)`,
+      value: `${fmtMs(ctl.snapshot.p50Ms)} request to answer, in-process`,
+      pass: ctl.snapshot.p50Ms <= TARGETS.snapshotMs,
     },
   ];
 }
@@ -416,6 +456,13 @@ function report(
         "dial + HELLO + list over the socket",
       ],
       [`cw stop (${ctl.list.sessions} sessions)`, fmtMs(ctl.stopMs), "one run"],
+      [
+        "attach snapshot 160×50",
+        fmtMs(ctl.snapshot.p50Ms),
+        `1,000 lines of scrollback, ${ctl.snapshot.chars} chars; the first (model loaded) ${
+          fmtMs(ctl.snapshot.firstMs)
+        }`,
+      ],
     ]),
     "",
     "Node memory (VmRSS of the node process, worker included)",

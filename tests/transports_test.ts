@@ -755,13 +755,14 @@ Deno.test({
       'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo "tick $i"; sleep 0.05; done',
     ]);
     // a person's terminal for input (raw mode, Ctrl+B d); the output goes to
-    // files, byte for byte, and the reconnect notes to their own
+    // files, byte for byte (--raw-history: the history as bytes, not a rendered
+    // snapshot), and the reconnect notes to their own
     const outFile = `${cw.client.root}/attach.out`;
     const errFile = `${cw.client.root}/attach.err`;
     await startPane(tmux, cw.client, "t");
     await tmux.typeLine(
       "t",
-      `cw attach ${relay.ref(id)} >${outFile} 2>${errFile}; echo ATTACH-EXIT=$?`,
+      `cw attach --raw-history ${relay.ref(id)} >${outFile} 2>${errFile}; echo ATTACH-EXIT=$?`,
     );
     const read = (file: string) => Deno.readTextFile(file).catch(() => "");
     const lastTick = async () =>
