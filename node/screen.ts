@@ -36,11 +36,20 @@ function load(): Promise<typeof import("./xterm.ts")> {
 }
 
 /** Renders `output` (the end of a session's output) on a `cols`×`rows` terminal. */
-export async function renderScreen(
+export function renderScreen(
   output: Uint8Array,
   cols: number,
   rows: number,
   opts: { ansi?: boolean } = {},
+): Promise<ScreenView> {
+  return oneAtATime(() => screenNow(output, cols, rows, opts));
+}
+
+async function screenNow(
+  output: Uint8Array,
+  cols: number,
+  rows: number,
+  opts: { ansi?: boolean },
 ): Promise<ScreenView> {
   const { Terminal, SerializeAddon } = await load();
   const term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
@@ -78,6 +87,20 @@ export async function renderScreen(
 export const SNAPSHOT_MAX_CHARS = 192 * 1024;
 /** Most lines of scrollback a viewer may ask for. */
 export const SNAPSHOT_MAX_SCROLLBACK = 10_000;
+/**
+ * Most cells (scrollback and screen) of one rendering: the model holds ~12
+ * bytes per cell, so this bounds one rendering near 24 MiB however wide the
+ * session or long the history asked for.
+ */
+export const SNAPSHOT_MAX_CELLS = 2_000_000;
+
+/** Renderings run one at a time (they are CPU-bound on the node's thread anyway). */
+let queue: Promise<unknown> = Promise.resolve();
+function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+}
 
 /**
  * The state of a session's terminal as bytes a viewer's terminal can be
@@ -88,7 +111,17 @@ export const SNAPSHOT_MAX_SCROLLBACK = 10_000;
  * Built from the end of the output, like {@link renderScreen}; it holds no
  * terminal query, so a viewer's terminal never answers an old one.
  */
-export async function renderSnapshot(
+export function renderSnapshot(
+  output: Uint8Array,
+  cols: number,
+  rows: number,
+  scrollback: number,
+  extras: string,
+): Promise<string> {
+  return oneAtATime(() => snapshotNow(output, cols, rows, scrollback, extras));
+}
+
+async function snapshotNow(
   output: Uint8Array,
   cols: number,
   rows: number,
@@ -96,7 +129,8 @@ export async function renderSnapshot(
   extras: string,
 ): Promise<string> {
   const { Terminal, SerializeAddon } = await load();
-  const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK));
+  const fits = Math.max(0, Math.floor(SNAPSHOT_MAX_CELLS / cols) - rows);
+  const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK, fits));
   const term = new Terminal({ cols, rows, scrollback: lines, allowProposedApi: true });
   try {
     await new Promise<void>((resolve) => term.write(output, resolve));
