@@ -13,6 +13,8 @@
 /** Most output fed to the model to render one screen. */
 export const SCREEN_SOURCE_BYTES = 1024 * 1024;
 
+import { CwError } from "../shared/errors.ts";
+
 /** A rendered screen. */
 export interface ScreenView {
   cols: number;
@@ -94,12 +96,44 @@ export const SNAPSHOT_MAX_SCROLLBACK = 10_000;
  */
 export const SNAPSHOT_MAX_CELLS = 2_000_000;
 
+/**
+ * Renderings waiting at most: more are refused (`rate_limited`), so that a
+ * client asking for screens in a loop cannot keep the node's thread busy
+ * for everyone else.
+ */
+export const MAX_QUEUED_RENDERINGS = 8;
+
 /** Renderings run one at a time (they are CPU-bound on the node's thread anyway). */
 let queue: Promise<unknown> = Promise.resolve();
+let queued = 0;
 function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
+  if (queued >= MAX_QUEUED_RENDERINGS) {
+    return Promise.reject(
+      new CwError("rate_limited", "The node is busy rendering screens; try again shortly"),
+    );
+  }
+  queued++;
+  const run = queue.then(fn, fn).finally(() => queued--);
   queue = run.catch(() => {});
   return run;
+}
+
+/**
+ * The last rendering of each key (session, output offset, size, options):
+ * asking again for an idle session's screen costs nothing. Bounded in entries.
+ */
+const MEMO_MAX = 64;
+const memo = new Map<string, Promise<unknown>>();
+
+/** `render()`'s result for `key`, made once while the key holds. */
+export function memoized<T>(key: string, render: () => Promise<T>): Promise<T> {
+  const hit = memo.get(key);
+  if (hit) return hit as Promise<T>;
+  const made = render();
+  made.catch(() => memo.delete(key));
+  if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value!);
+  memo.set(key, made);
+  return made;
 }
 
 /**

@@ -20,7 +20,7 @@ import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
-import { renderScreen, renderSnapshot, SCREEN_SOURCE_BYTES } from "./screen.ts";
+import { memoized, renderScreen, renderSnapshot, SCREEN_SOURCE_BYTES } from "./screen.ts";
 import { TerminalModes } from "../shared/term_modes.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
@@ -182,15 +182,21 @@ export class SessionService {
         return respond(this.#host.info());
       case "screen": {
         const s = m.resolve(req.session);
-        const reader = new LogReader(s.dir);
-        let output: Uint8Array;
-        try {
-          const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
-          output = await reader.readAt(start, reader.size - start);
-        } finally {
-          reader.close();
-        }
-        const screen = await renderScreen(output, s.size.cols, s.size.rows, { ansi: req.ansi });
+        const { cols, rows } = s.size;
+        const key = `screen ${s.meta.id} ${s.meta.outputBytes} ${cols}x${rows} ${
+          req.ansi === true
+        }`;
+        const screen = await memoized(key, async () => {
+          const reader = new LogReader(s.dir);
+          let output: Uint8Array;
+          try {
+            const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
+            output = await reader.readAt(start, reader.size - start);
+          } finally {
+            reader.close();
+          }
+          return await renderScreen(output, cols, rows, { ansi: req.ansi });
+        });
         return respond({ session: s.info(), screen });
       }
       case "relay_reload":
@@ -302,24 +308,22 @@ export class SessionService {
    * The session's terminal state up to exactly `ring.end` now: the log is
    * written with the ring, so a reader opened in the same tick ends there.
    */
-  async #snapshot(s: Session, scrollback: number): Promise<string> {
+  #snapshot(s: Session, scrollback: number): Promise<string> {
+    const { cols, rows } = s.size;
+    const key = `snapshot ${s.meta.id} ${s.ring.end} ${cols}x${rows} ${scrollback}`;
+    // the reader is opened now, in this tick, so that it ends exactly at ring.end
     const reader = new LogReader(s.dir);
-    let output: Uint8Array;
-    try {
-      const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
-      output = await reader.readAt(start, reader.size - start);
-    } finally {
-      reader.close();
-    }
+    return memoized(key, () => this.#render(reader, cols, rows, scrollback)).finally(() =>
+      reader.close()
+    );
+  }
+
+  async #render(reader: LogReader, cols: number, rows: number, lines: number): Promise<string> {
+    const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
+    const output = await reader.readAt(start, reader.size - start);
     const modes = new TerminalModes();
     modes.feed(output);
-    return await renderSnapshot(
-      output,
-      s.size.cols,
-      s.size.rows,
-      scrollback,
-      modes.restoreExtras(),
-    );
+    return await renderSnapshot(output, cols, rows, lines, modes.restoreExtras());
   }
 
   /** The writable viewers' sizes of a session, created on first use. */

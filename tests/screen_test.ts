@@ -4,6 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { NodeClient } from "../client/node_client.ts";
+import { localDialer } from "../client/local.ts";
+import type { CwError } from "../shared/errors.ts";
 
 Deno.test("cw screen of vim and of a line program equals tmux's capture of the same", async () => {
   await using home = new CwHome();
@@ -90,4 +93,34 @@ Deno.test("attach shows vim's screen and modes as the node's model has them, at 
       .trim(),
     "0,0",
   );
+});
+
+Deno.test("a flood of screen requests is refused past a bound; the node keeps answering", async () => {
+  await using home = new CwHome();
+  const id = String(
+    await home.launch(["sh", "-c", "seq 1 20000; sleep 600"]),
+  );
+  await waitFor("the output", async () => (await home.ok(["screen", id])).includes("20000"));
+  const client = new NodeClient(localDialer(home.home, false));
+  // 40 at once, each a different size of request (ansi or not): past the bound, rate_limited
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: 40 },
+      (_, i) => client.request({ op: "attach", session: id, readOnly: true, snapshot: 1000 + i }),
+    ),
+  );
+  const refused =
+    results.filter((r) => r.status === "rejected" && (r.reason as CwError).code === "rate_limited")
+      .length;
+  const answered = results.filter((r) => r.status === "fulfilled").length;
+  assert.ok(refused > 0, "some renderings were refused");
+  assert.ok(answered >= 1, "some were answered");
+  assert.equal(
+    refused + answered,
+    40,
+    JSON.stringify(results.filter((r) => r.status === "rejected")),
+  );
+  // the node is fine: a list answers, and the same screen twice is the same
+  await home.ok(["list"]);
+  assert.equal(await home.ok(["screen", id]), await home.ok(["screen", id]));
 });
