@@ -272,3 +272,70 @@ Deno.test("size policy: the most recent writable viewer sets the size; when it l
   ro.conn.close();
   b.conn.close();
 });
+
+Deno.test("mode tracker and query filter: 2,000 random streams, any chunking, same answer, never a throw", () => {
+  // a small seeded generator: escape-heavy bytes, as hostile output would be
+  let state = 0x9e3779b9;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 2 ** 32;
+  };
+  const pieces = [
+    "\x1b",
+    "[",
+    "]",
+    "?",
+    ">",
+    "<",
+    "=",
+    "$",
+    ";",
+    "1",
+    "0",
+    "6",
+    "c",
+    "n",
+    "u",
+    "h",
+    "l",
+    "m",
+    "q",
+    " ",
+    "\x07",
+    "\\",
+    "P",
+    "a",
+    "\n",
+    "\x1b[?1049h",
+    "\x1b[c",
+    "\x1b]11;?\x07",
+  ];
+  for (let n = 0; n < 2000; n++) {
+    let text = "";
+    const len = Math.floor(next() * 200);
+    for (let i = 0; i < len; i++) text += pieces[Math.floor(next() * pieces.length)];
+    const bytes = enc.encode(text);
+    const whole = new QueryFilter();
+    const once = [...whole.push(bytes), ...whole.flush()];
+    const modesOnce = new TerminalModes();
+    modesOnce.feed(bytes);
+    // the same stream cut at random places
+    const cut = new QueryFilter();
+    const modesCut = new TerminalModes();
+    const out: number[] = [];
+    for (let at = 0; at < bytes.byteLength;) {
+      const size = 1 + Math.floor(next() * 8);
+      const chunk = bytes.subarray(at, at + size);
+      out.push(...cut.push(chunk));
+      modesCut.feed(chunk);
+      at += size;
+    }
+    out.push(...cut.flush());
+    assert.deepEqual(out, once, `case ${n}: ${JSON.stringify(text)}`);
+    assert.ok(once.length <= bytes.byteLength);
+    assert.equal(modesCut.reset(), modesOnce.reset(), `case ${n}: ${JSON.stringify(text)}`);
+    assert.equal(modesCut.restoreExtras(), modesOnce.restoreExtras());
+  }
+});
