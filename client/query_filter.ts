@@ -19,6 +19,8 @@
  * OSC 52 clipboard reads, and DCS requests (`DCS $ q`, `DCS + q`).
  */
 
+import { concat } from "../shared/bytes.ts";
+
 /** Longest sequence held across two chunks; a longer one is passed through. */
 const MAX_HELD = 4096;
 
@@ -28,14 +30,8 @@ export class QueryFilter {
 
   /** Filters one chunk; the result may be shorter (or hold back a cut sequence). */
   push(chunk: Uint8Array): Uint8Array {
-    let data = chunk;
-    if (this.#held) {
-      const joined = new Uint8Array(this.#held.byteLength + chunk.byteLength);
-      joined.set(this.#held);
-      joined.set(chunk, this.#held.byteLength);
-      data = joined;
-      this.#held = null;
-    }
+    const data = this.#held ? concat([this.#held, chunk]) : chunk;
+    this.#held = null;
     let at = data.indexOf(0x1b);
     if (at === -1) return data;
     const out: Uint8Array[] = [];
@@ -46,7 +42,7 @@ export class QueryFilter {
         if (data.byteLength - at <= MAX_HELD) {
           out.push(data.subarray(from, at));
           this.#held = data.slice(at);
-          return join(out);
+          return concat(out);
         }
         break; // too long to be a query: pass it on
       }
@@ -57,7 +53,7 @@ export class QueryFilter {
       at = data.indexOf(0x1b, Math.max(end, at + 1));
     }
     out.push(data.subarray(from));
-    return join(out);
+    return out.length === 1 ? out[0] : concat(out);
   }
 
   /** What is held back at the end of the replay: passed on as it is. */
@@ -66,17 +62,6 @@ export class QueryFilter {
     this.#held = null;
     return held;
   }
-}
-
-function join(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 /** Where the escape sequence at `at` ends (exclusive), or -1 when the chunk cuts it. */

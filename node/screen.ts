@@ -44,45 +44,38 @@ export function renderScreen(
   rows: number,
   opts: { ansi?: boolean } = {},
 ): Promise<ScreenView> {
-  return oneAtATime(() => screenNow(output, cols, rows, opts));
-}
-
-async function screenNow(
-  output: Uint8Array,
-  cols: number,
-  rows: number,
-  opts: { ansi?: boolean },
-): Promise<ScreenView> {
-  const { Terminal, SerializeAddon } = await load();
-  const term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
-  try {
-    let title = "";
-    term.onTitleChange((t: string) => title = t.slice(0, 256));
-    // queries in the output are answered into nothing: the model has no program to type into
-    await new Promise<void>((resolve) => term.write(output, resolve));
-    const buffer = term.buffer.active;
-    const lines: string[] = [];
-    for (let y = 0; y < rows; y++) {
-      lines.push(buffer.getLine(buffer.baseY + y)?.translateToString(true) ?? "");
+  return oneAtATime(async () => {
+    const { Terminal, SerializeAddon } = await load();
+    const term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
+    try {
+      let title = "";
+      term.onTitleChange((t: string) => title = t.slice(0, 256));
+      // queries in the output are answered into nothing: the model has no program to type into
+      await new Promise<void>((resolve) => term.write(output, resolve));
+      const buffer = term.buffer.active;
+      const lines: string[] = [];
+      for (let y = 0; y < rows; y++) {
+        lines.push(buffer.getLine(buffer.baseY + y)?.translateToString(true) ?? "");
+      }
+      let ansi: string | undefined;
+      if (opts.ansi) {
+        const addon = new SerializeAddon();
+        term.loadAddon(addon);
+        ansi = addon.serialize({ scrollback: 0 });
+      }
+      return {
+        cols,
+        rows,
+        lines,
+        cursor: { x: buffer.cursorX, y: buffer.cursorY },
+        alternate: buffer.type === "alternate",
+        title,
+        ansi,
+      };
+    } finally {
+      term.dispose();
     }
-    let ansi: string | undefined;
-    if (opts.ansi) {
-      const addon = new SerializeAddon();
-      term.loadAddon(addon);
-      ansi = addon.serialize({ scrollback: 0 });
-    }
-    return {
-      cols,
-      rows,
-      lines,
-      cursor: { x: buffer.cursorX, y: buffer.cursorY },
-      alternate: buffer.type === "alternate",
-      title,
-      ansi,
-    };
-  } finally {
-    term.dispose();
-  }
+  });
 }
 
 /** Most characters of a snapshot: it travels in one JSON frame (MAX_JSON_PAYLOAD, 256 KiB). */
@@ -152,31 +145,23 @@ export function renderSnapshot(
   scrollback: number,
   extras: string,
 ): Promise<string> {
-  return oneAtATime(() => snapshotNow(output, cols, rows, scrollback, extras));
-}
-
-async function snapshotNow(
-  output: Uint8Array,
-  cols: number,
-  rows: number,
-  scrollback: number,
-  extras: string,
-): Promise<string> {
-  const { Terminal, SerializeAddon } = await load();
-  const fits = Math.max(0, Math.floor(SNAPSHOT_MAX_CELLS / cols) - rows);
-  const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK, fits));
-  const term = new Terminal({ cols, rows, scrollback: lines, allowProposedApi: true });
-  try {
-    await new Promise<void>((resolve) => term.write(output, resolve));
-    const addon = new SerializeAddon();
-    term.loadAddon(addon);
-    for (let n = lines;; n = Math.floor(n / 2)) {
-      const text = addon.serialize({ scrollback: n });
-      if (text.length + extras.length <= SNAPSHOT_MAX_CHARS || n === 0) {
-        return text.slice(-SNAPSHOT_MAX_CHARS) + extras;
+  return oneAtATime(async () => {
+    const { Terminal, SerializeAddon } = await load();
+    const fits = Math.max(0, Math.floor(SNAPSHOT_MAX_CELLS / cols) - rows);
+    const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK, fits));
+    const term = new Terminal({ cols, rows, scrollback: lines, allowProposedApi: true });
+    try {
+      await new Promise<void>((resolve) => term.write(output, resolve));
+      const addon = new SerializeAddon();
+      term.loadAddon(addon);
+      for (let n = lines;; n = Math.floor(n / 2)) {
+        const text = addon.serialize({ scrollback: n });
+        if (text.length + extras.length <= SNAPSHOT_MAX_CHARS || n === 0) {
+          return text.slice(-SNAPSHOT_MAX_CHARS) + extras;
+        }
       }
+    } finally {
+      term.dispose();
     }
-  } finally {
-    term.dispose();
-  }
+  });
 }

@@ -19,6 +19,8 @@ export const AUDIT_MAX_BYTES = 8 * 1024 * 1024;
 export const AUDIT_MAX_FIELD = 256;
 /** Most entries one read returns. */
 export const AUDIT_MAX_READ = 10_000;
+/** Most live followers (`GET /api/v1/audit?follow=1`) at once. */
+export const AUDIT_MAX_FOLLOWERS = 16;
 
 /** An event to record; the time is added. */
 export type AuditRecord = Omit<AuditEntry, "time">;
@@ -71,8 +73,12 @@ export class AuditLog {
     return entry;
   }
 
-  /** Calls `fn` with every entry recorded from now on in this process; returns the unsubscriber. */
-  subscribe(fn: (e: AuditEntry) => void): () => void {
+  /**
+   * Calls `fn` with every entry recorded from now on in this process; returns
+   * the unsubscriber, or null when {@link AUDIT_MAX_FOLLOWERS} already follow.
+   */
+  subscribe(fn: (e: AuditEntry) => void): (() => void) | null {
+    if (this.#listeners.size >= AUDIT_MAX_FOLLOWERS) return null;
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
   }

@@ -7,7 +7,7 @@ import type { Hono } from "hono";
 import { type InviteRequest, paths, type UserRequest } from "../shared/api.ts";
 import { CwError } from "../shared/errors.ts";
 import * as admin from "./admin.ts";
-import { AUDIT_MAX_READ, type AuditLog, parseSince } from "./audit.ts";
+import { AUDIT_MAX_FOLLOWERS, AUDIT_MAX_READ, type AuditLog, parseSince } from "./audit.ts";
 import type { Gate } from "./gate.ts";
 import { type Ctx, type Env, jsonBody } from "./http.ts";
 import type { Metrics } from "./metrics.ts";
@@ -97,19 +97,23 @@ export function adminRoutes(app: Hono<Env>, deps: AdminRoutesDeps): void {
     if (!follow) {
       return new Response(lines(past), { headers: { "content-type": "application/x-ndjson" } });
     }
-    let unsubscribe = () => {};
+    let ctrl!: ReadableStreamDefaultController<Uint8Array>;
+    const unsubscribe = deps.audit.subscribe((e) => {
+      // a follower that does not read is dropped, not buffered without end
+      if ((ctrl.desiredSize ?? 0) < -AUDIT_FOLLOW_MAX_QUEUED) {
+        unsubscribe?.();
+        ctrl.error(new Error("audit follower too slow"));
+        return;
+      }
+      ctrl.enqueue(lines([e]));
+    });
+    if (!unsubscribe) {
+      throw new CwError("rate_limited", `${AUDIT_MAX_FOLLOWERS} followers already; try later`);
+    }
     const body = new ReadableStream<Uint8Array>({
-      start(ctrl) {
+      start(c) {
+        ctrl = c;
         ctrl.enqueue(lines(past));
-        unsubscribe = deps.audit.subscribe((e) => {
-          // a follower that does not read is dropped, not buffered without end
-          if ((ctrl.desiredSize ?? 0) < -AUDIT_FOLLOW_MAX_QUEUED) {
-            unsubscribe();
-            ctrl.error(new Error("audit follower too slow"));
-            return;
-          }
-          ctrl.enqueue(lines([e]));
-        });
       },
       cancel() {
         unsubscribe();

@@ -92,7 +92,9 @@ export function createRelay(deps: RelayDeps): Relay {
   /** After another process changed the data dir: cut whoever lost access. */
   const recheck = async () => {
     for (const id of [...connections.ids(), ...hub.all().map((l) => `node:${l.name}`)]) {
-      const [kind, name] = [id.slice(0, id.indexOf(":")), id.slice(id.indexOf(":") + 1)];
+      const colon = id.indexOf(":");
+      if (colon === -1) continue; // the admin: nothing to revoke
+      const [kind, name] = [id.slice(0, colon), id.slice(colon + 1)];
       let live = true;
       if (kind === "node") live = (await deps.store.getNode(name))?.revokedAt === null;
       else if (kind === "user") {

@@ -14,6 +14,8 @@
  * Character sets and attributes are always reset.
  */
 
+import { concat } from "./bytes.ts";
+
 /** Longest escape sequence held across two chunks; longer ones are not modes. */
 const MAX_HELD = 64;
 
@@ -59,14 +61,8 @@ export class TerminalModes {
 
   /** Reads one chunk of output on its way to the terminal. */
   feed(chunk: Uint8Array): void {
-    let data = chunk;
-    if (this.#held) {
-      const joined = new Uint8Array(this.#held.byteLength + chunk.byteLength);
-      joined.set(this.#held);
-      joined.set(chunk, this.#held.byteLength);
-      data = joined;
-      this.#held = null;
-    }
+    const data = this.#held ? concat([this.#held, chunk]) : chunk;
+    this.#held = null;
     let at = data.indexOf(0x1b);
     while (at !== -1) {
       const end = this.#sequence(data, at);

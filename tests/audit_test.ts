@@ -3,7 +3,15 @@
  * followed across a rotation, private, and robust to a torn last line.
  */
 import assert from "node:assert/strict";
-import { AUDIT_MAX_FIELD, AuditLog, formatAuditEntry } from "../relay/audit.ts";
+import {
+  AUDIT_MAX_FIELD,
+  AUDIT_MAX_FOLLOWERS,
+  AuditLog,
+  formatAuditEntry,
+} from "../relay/audit.ts";
+import { createRelay } from "../relay/server.ts";
+import { openKvStore } from "../relay/kv_store.ts";
+import { hashSecret } from "../shared/secrets.ts";
 import { CwHome, within } from "./helpers.ts";
 
 Deno.test("audit log: rotated at its bound, read by time, followed across a rotation", async () => {
@@ -110,5 +118,46 @@ Deno.test("cw relay audit --follow on a data dir prints new entries as they come
     await child.status;
     await child.stderr.cancel().catch(() => {});
     await home[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("GET /api/v1/audit?follow=1 streams new entries; followers are bounded", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cw-audit-api-" });
+  await using store = await openKvStore(":memory:");
+  const audit = new AuditLog(`${dir}/audit.log`);
+  using relay = createRelay({
+    store,
+    audit,
+    logger: { info() {}, warn() {}, error() {} },
+    baseUrl: "https://relay.test",
+    authMode: "token",
+    adminTokenHash: await hashSecret("cwa_admin"),
+  });
+  const follow = () =>
+    relay.app.request("/api/v1/audit?follow=1", { headers: { authorization: "Bearer cwa_admin" } });
+  try {
+    const res = await follow();
+    assert.equal(res.status, 200);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    audit.record({ event: "invite_created", principal: "admin", network: "default", invite: "x" });
+    let text = "";
+    while (!text.includes("invite_created")) {
+      text += (await within(reader.read(), 5_000, "an entry")).value;
+    }
+    assert.equal(JSON.parse(text.trim().split("\n").at(-1)!).invite, "x");
+    // up to AUDIT_MAX_FOLLOWERS at once; the next is refused as one JSON error
+    const more = await Promise.all(Array.from({ length: AUDIT_MAX_FOLLOWERS - 1 }, follow));
+    const refused = await follow();
+    assert.equal(refused.status, 429);
+    assert.equal((await refused.json()).error.code, "rate_limited");
+    await reader.cancel();
+    for (const r of more) await r.body?.cancel();
+    // a follower that left makes room
+    const again = await follow();
+    assert.equal(again.status, 200);
+    await again.body?.cancel();
+  } finally {
+    audit.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

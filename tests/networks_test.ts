@@ -594,17 +594,22 @@ Deno.test("networks: revoking a user, key or node cuts its attach, KV watch and 
   );
 
   // live: an attach streaming output, a KV watch, an SSH session by password and one by key
-  const { conn } = await rig.nodeClient(token, "nx").stream({
-    op: "attach",
-    session,
-    readOnly: true,
-  });
-  const attachEnded = (async () => {
-    for (;;) {
-      const f = await conn.next().catch(() => null);
-      if (!f || f.kind === FrameKind.ERROR) return performance.now();
-    }
-  })();
+  /** A read-only attach by `t`: resolves with the time its stream ends. */
+  const attachUntilCut = async (t: string) => {
+    const { conn } = await rig.nodeClient(t, "nx").stream({
+      op: "attach",
+      session,
+      readOnly: true,
+    });
+    const ended = (async () => {
+      for (;;) {
+        const f = await conn.next().catch(() => null);
+        if (!f || f.kind === FrameKind.ERROR) return performance.now();
+      }
+    })();
+    return { ended };
+  };
+  const attachEnded = (await attachUntilCut(token)).ended;
   const watch = await fetch(new URL("/api/v1/kv/ns/key?watch=1", rig.relay.url), {
     client: rig.client,
     headers: { authorization: `Bearer ${token}` },
@@ -654,17 +659,7 @@ Deno.test("networks: revoking a user, key or node cuts its attach, KV watch and 
 
   // the same user revoked through the data dir by another process: cut too
   const token2 = await add("dora");
-  const { conn: conn2 } = await rig.nodeClient(token2, "nx").stream({
-    op: "attach",
-    session,
-    readOnly: true,
-  });
-  const ended2 = (async () => {
-    for (;;) {
-      const f = await conn2.next().catch(() => null);
-      if (!f || f.kind === FrameKind.ERROR) return performance.now();
-    }
-  })();
+  const ended2 = (await attachUntilCut(token2)).ended;
   const cli = new CwHome();
   try {
     const t2 = performance.now();
