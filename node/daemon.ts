@@ -291,6 +291,7 @@ class Daemon {
         }
       }
       this.#pty.terminate();
+      this.#service?.screens.close();
       this.#logger.info("stopped");
       this.#done();
     })();

@@ -1,167 +1,237 @@
 /**
- * What a session's program shows right now, rendered by a terminal model
- * (npm `@xterm/headless` behind node/xterm.ts, loaded on first use, so a node
- * that is never asked for a screen does not pay for it).
+ * What a session's program shows, from a terminal model (npm
+ * `@xterm/headless`, behind node/xterm.ts) that lives in its own worker
+ * (node/model_worker.ts), started on the first rendering.
  *
- * The model is built on demand from the end of the session's output (at most
- * {@link SCREEN_SOURCE_BYTES}) at the session's current size. That is exact
- * whenever that much output holds the program's last full redraw — always for
- * full-screen programs that redraw, and for line programs whose screen is their
- * last lines. (A model per session, fed live, is planned: see the README.)
+ * Models are fed lazily: output costs nothing until someone asks for a
+ * screen. The first rendering of a session builds its model from a mode
+ * checkpoint within the last {@link SCREEN_SOURCE_BYTES} of output
+ * (node/term_history.ts: the modes are exact however old; the screen is exact
+ * whenever that output holds the program's last full redraw); the model is
+ * then kept, and the next rendering feeds it only the output since. Kept
+ * models are bounded in cells and dropped when idle ({@link MODEL_IDLE_MS}).
  */
-
-/** Most output fed to the model to render one screen. */
-export const SCREEN_SOURCE_BYTES = 1024 * 1024;
 
 import { CwError } from "../shared/errors.ts";
+import {
+  MAX_QUEUED_RENDERINGS,
+  MODEL_IDLE_MS,
+  MODEL_MAX_CELLS,
+  MODEL_SCROLLBACK,
+  MODELS_MAX_CELLS,
+  SCREEN_SOURCE_BYTES,
+  SNAPSHOT_MAX_SCROLLBACK,
+} from "./limits.ts";
+import type { FromModel, RenderMessage, ScreenView, ToModel, Want } from "./model_messages.ts";
+import { LogReader } from "./output_log.ts";
+import type { Session } from "./session.ts";
 
-/** A rendered screen. */
-export interface ScreenView {
-  cols: number;
-  rows: number;
-  /** One string per row, trailing blanks trimmed (as `tmux capture-pane -p`). */
-  lines: string[];
-  cursor: { x: number; y: number };
-  /** The program is on the alternate screen (a full-screen program). */
-  alternate: boolean;
-  /** The window title the program set, if any. */
-  title: string;
-  /** The screen with colours and attributes as escape sequences (only when asked). */
-  ansi?: string;
+export type { ScreenView } from "./model_messages.ts";
+
+/** What the node's thread knows of a model in the worker. */
+interface Kept {
+  /** Offset the model will be at once the renderings posted so far are done. */
+  offset: number;
+  scrollback: number;
+  cells: number;
+  usedAt: number;
 }
 
-let loaded: Promise<typeof import("./xterm.ts")> | null = null;
+/** The node's terminal models; see the file's comment. */
+export class Screens {
+  #worker: Worker | null = null;
+  #kept = new Map<number, Kept>();
+  #waiting = new Map<
+    number,
+    { resolve(r: string | ScreenView): void; reject(e: Error): void; outOfStep?: () => void }
+  >();
+  #nextReq = 1;
+  /** Renderings asked for and not answered yet. */
+  #outstanding = 0;
+  #sweep: ReturnType<typeof setInterval> | undefined;
+  /** The last rendering per key (session, offset, size, what): asked again, it costs nothing. */
+  #memo = new Map<string, Promise<unknown>>();
 
-/** The model's module, loaded once, on first use. */
-function load(): Promise<typeof import("./xterm.ts")> {
-  return loaded ??= import("./xterm.ts");
-}
-
-/** Renders `output` (the end of a session's output) on a `cols`×`rows` terminal. */
-export function renderScreen(
-  output: Uint8Array,
-  cols: number,
-  rows: number,
-  opts: { ansi?: boolean } = {},
-): Promise<ScreenView> {
-  return oneAtATime(async () => {
-    const { Terminal, SerializeAddon } = await load();
-    const term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
-    try {
-      let title = "";
-      term.onTitleChange((t: string) => title = t.slice(0, 256));
-      // queries in the output are answered into nothing: the model has no program to type into
-      await new Promise<void>((resolve) => term.write(output, resolve));
-      const buffer = term.buffer.active;
-      const lines: string[] = [];
-      for (let y = 0; y < rows; y++) {
-        lines.push(buffer.getLine(buffer.baseY + y)?.translateToString(true) ?? "");
-      }
-      let ansi: string | undefined;
-      if (opts.ansi) {
-        const addon = new SerializeAddon();
-        term.loadAddon(addon);
-        ansi = addon.serialize({ scrollback: 0 });
-      }
-      return {
-        cols,
-        rows,
-        lines,
-        cursor: { x: buffer.cursorX, y: buffer.cursorY },
-        alternate: buffer.type === "alternate",
-        title,
-        ansi,
-      };
-    } finally {
-      term.dispose();
-    }
-  });
-}
-
-/** Most characters of a snapshot: it travels in one JSON frame (MAX_JSON_PAYLOAD, 256 KiB). */
-export const SNAPSHOT_MAX_CHARS = 192 * 1024;
-/** Most lines of scrollback a viewer may ask for. */
-export const SNAPSHOT_MAX_SCROLLBACK = 10_000;
-/**
- * Most cells (scrollback and screen) of one rendering: the model holds ~12
- * bytes per cell, so this bounds one rendering near 24 MiB however wide the
- * session or long the history asked for.
- */
-export const SNAPSHOT_MAX_CELLS = 2_000_000;
-
-/**
- * Renderings waiting at most: more are refused (`rate_limited`), so that a
- * client asking for screens in a loop cannot keep the node's thread busy
- * for everyone else.
- */
-export const MAX_QUEUED_RENDERINGS = 8;
-
-/** Renderings run one at a time (they are CPU-bound on the node's thread anyway). */
-let queue: Promise<unknown> = Promise.resolve();
-let queued = 0;
-function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
-  if (queued >= MAX_QUEUED_RENDERINGS) {
-    return Promise.reject(
-      new CwError("rate_limited", "The node is busy rendering screens; try again shortly"),
-    );
+  /**
+   * The session's state as bytes a viewer's terminal can be given instead of
+   * the raw history, up to exactly its output's end now: `scrollback` lines
+   * above the screen (as many as fit in one frame), the screen, the cursor
+   * and the modes. It holds no terminal query, so a viewer's terminal never
+   * answers an old one.
+   */
+  snapshot(s: Session, scrollback: number): Promise<string> {
+    const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK));
+    // what the serializer does not carry comes from the live tracker, at this very offset
+    const want: Want = {
+      kind: "snapshot",
+      scrollback: lines,
+      extras: s.history.modes.restoreExtras(),
+    };
+    return this.#render(s, want, `snapshot ${lines}`) as Promise<string>;
   }
-  queued++;
-  const run = queue.then(fn, fn).finally(() => queued--);
-  queue = run.catch(() => {});
-  return run;
-}
 
-/**
- * The last rendering of each key (session, output offset, size, options):
- * asking again for an idle session's screen costs nothing. Bounded in entries.
- */
-const MEMO_MAX = 64;
-const memo = new Map<string, Promise<unknown>>();
+  /** What the program shows now, as text (and with `ansi`, as escape sequences too). */
+  screen(s: Session, ansi: boolean): Promise<ScreenView> {
+    return this.#render(s, { kind: "screen", ansi }, `screen ${ansi}`) as Promise<ScreenView>;
+  }
 
-/** `render()`'s result for `key`, made once while the key holds. */
-export function memoized<T>(key: string, render: () => Promise<T>): Promise<T> {
-  const hit = memo.get(key);
-  if (hit) return hit as Promise<T>;
-  const made = render();
-  made.catch(() => memo.delete(key));
-  if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value!);
-  memo.set(key, made);
-  return made;
-}
-
-/**
- * The state of a session's terminal as bytes a viewer's terminal can be
- * given instead of the raw history: `scrollback` lines above the screen (as
- * many as fit in {@link SNAPSHOT_MAX_CHARS}), the screen, the cursor, and the
- * modes (the alternate screen, keys, mouse, paste and focus from the model;
- * the rest from `extras`, read off the same output by shared/term_modes.ts).
- * Built from the end of the output, like {@link renderScreen}; it holds no
- * terminal query, so a viewer's terminal never answers an old one.
- */
-export function renderSnapshot(
-  output: Uint8Array,
-  cols: number,
-  rows: number,
-  scrollback: number,
-  extras: string,
-): Promise<string> {
-  return oneAtATime(async () => {
-    const { Terminal, SerializeAddon } = await load();
-    const fits = Math.max(0, Math.floor(SNAPSHOT_MAX_CELLS / cols) - rows);
-    const lines = Math.max(0, Math.min(scrollback, SNAPSHOT_MAX_SCROLLBACK, fits));
-    const term = new Terminal({ cols, rows, scrollback: lines, allowProposedApi: true });
-    try {
-      await new Promise<void>((resolve) => term.write(output, resolve));
-      const addon = new SerializeAddon();
-      term.loadAddon(addon);
-      for (let n = lines;; n = Math.floor(n / 2)) {
-        const text = addon.serialize({ scrollback: n });
-        if (text.length + extras.length <= SNAPSHOT_MAX_CHARS || n === 0) {
-          return text.slice(-SNAPSHOT_MAX_CHARS) + extras;
-        }
-      }
-    } finally {
-      term.dispose();
+  /** Stops the worker. */
+  close(): void {
+    clearInterval(this.#sweep);
+    this.#worker?.terminate();
+    this.#worker = null;
+    this.#kept.clear();
+    for (const w of this.#waiting.values()) {
+      w.reject(new CwError("shutting_down", "The node is stopping"));
     }
-  });
+    this.#waiting.clear();
+  }
+
+  #render(s: Session, want: Want, what: string): Promise<string | ScreenView> {
+    const { cols, rows } = s.size;
+    const key = `${s.meta.id} ${s.ring.end} ${cols}x${rows} ${what}`;
+    const hit = this.#memo.get(key);
+    if (hit) return hit as Promise<string | ScreenView>;
+    if (this.#outstanding >= MAX_QUEUED_RENDERINGS) {
+      return Promise.reject(
+        new CwError("rate_limited", "The node is busy rendering screens; try again shortly"),
+      );
+    }
+    this.#outstanding++;
+    const made = this.#post(s, want).catch((err) => {
+      // the model fell out of step (it failed before): build it again, once
+      if (err instanceof OutOfStep) return this.#post(s, want, true);
+      throw err;
+    }).finally(() => this.#outstanding--);
+    made.catch(() => this.#memo.delete(key));
+    if (this.#memo.size >= 64) this.#memo.delete(this.#memo.keys().next().value!);
+    this.#memo.set(key, made);
+    return made;
+  }
+
+  /**
+   * Posts one rendering of session `s` at its output's end now. The bytes it
+   * needs are taken in this tick (from the ring, or a log reader opened now,
+   * which ends exactly there), so the result is the state at that offset.
+   */
+  async #post(s: Session, want: Want, cold = false): Promise<string | ScreenView> {
+    const id = s.meta.id;
+    const end = s.ring.end;
+    const lines = want.kind === "snapshot" ? want.scrollback : 0;
+    const fits = Math.max(0, Math.floor(MODEL_MAX_CELLS / s.size.cols) - s.size.rows);
+    const scrollback = Math.min(Math.max(lines, MODEL_SCROLLBACK), fits);
+    const kept = cold ? undefined : this.#kept.get(id);
+    const reader = new LogReader(s.dir);
+    let msg: RenderMessage;
+    try {
+      const logStart = end - Math.min(reader.size, end);
+      let base = null;
+      let from: number;
+      if (
+        kept && kept.scrollback >= Math.min(lines, fits) &&
+        end - kept.offset <= SCREEN_SOURCE_BYTES &&
+        kept.offset >= Math.min(s.ring.start, logStart)
+      ) {
+        from = kept.offset;
+      } else {
+        base = s.history.baseFrom(Math.max(end - SCREEN_SOURCE_BYTES, logStart));
+        from = base.at;
+      }
+      const bytes = from >= s.ring.start && from <= end
+        ? s.ring.read(from, end - from)
+        : reader.readAt(from - logStart, end - from);
+      const { cols, rows } = s.size;
+      msg = {
+        t: "render",
+        req: this.#nextReq++,
+        id,
+        base,
+        scrollback: base ? scrollback : kept!.scrollback,
+        from,
+        end,
+        bytes: bytes instanceof Uint8Array ? bytes : new Uint8Array(),
+        sizes: s.history.sizesIn(from, end),
+        want,
+      };
+      this.#kept.set(id, {
+        offset: end,
+        scrollback: msg.scrollback,
+        cells: cols * (rows + msg.scrollback),
+        usedAt: Date.now(),
+      });
+      this.#evict(id);
+      if (!(bytes instanceof Uint8Array)) msg.bytes = await bytes;
+    } finally {
+      reader.close();
+    }
+    return await this.#send(msg);
+  }
+
+  #send(msg: RenderMessage): Promise<string | ScreenView> {
+    const worker = this.#worker ??= this.#start();
+    return new Promise((resolve, reject) => {
+      this.#waiting.set(msg.req, { resolve, reject });
+      worker.postMessage(msg satisfies ToModel, [msg.bytes.buffer as ArrayBuffer]);
+    });
+  }
+
+  #start(): Worker {
+    const worker = new Worker(new URL("./model_worker.ts", import.meta.url), {
+      type: "module",
+      // it parses what programs print: it gets no permission at all
+      deno: { permissions: "none" },
+    } as WorkerOptions);
+    worker.onmessage = (e: MessageEvent<FromModel>) => {
+      const m = e.data;
+      const w = this.#waiting.get(m.req);
+      this.#waiting.delete(m.req);
+      if (m.t === "done") return w?.resolve(m.result);
+      if (m.outOfStep) return w?.reject(new OutOfStep(m.message));
+      w?.reject(new CwError("internal", `Rendering failed: ${m.message}`));
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      const err = new CwError("internal", `The model worker failed: ${e.message}`);
+      for (const w of this.#waiting.values()) w.reject(err);
+      this.#waiting.clear();
+      this.#kept.clear();
+      worker.terminate();
+      this.#worker = null;
+    };
+    const sweep = setInterval(() => this.#dropIdle(), MODEL_IDLE_MS / 5);
+    Deno.unrefTimer(sweep);
+    this.#sweep = sweep;
+    return worker;
+  }
+
+  /** Drops the least recently used models (not `keep`) until the kept cells fit. */
+  #evict(keep: number): void {
+    let cells = 0;
+    for (const k of this.#kept.values()) cells += k.cells;
+    const byAge = [...this.#kept.entries()].sort((a, b) => a[1].usedAt - b[1].usedAt);
+    for (const [id, k] of byAge) {
+      if (cells <= MODELS_MAX_CELLS) break;
+      if (id === keep) continue;
+      this.#drop(id);
+      cells -= k.cells;
+    }
+  }
+
+  #drop(id: number): void {
+    this.#kept.delete(id);
+    this.#worker?.postMessage({ t: "drop", id } satisfies ToModel);
+  }
+
+  /** Drops models idle for {@link MODEL_IDLE_MS}; with none left, stops the worker. */
+  #dropIdle(): void {
+    const now = Date.now();
+    for (const [id, k] of this.#kept) if (now - k.usedAt >= MODEL_IDLE_MS) this.#drop(id);
+    if (this.#kept.size === 0 && this.#outstanding === 0) {
+      clearInterval(this.#sweep);
+      this.#worker?.terminate();
+      this.#worker = null;
+    }
+  }
 }
+
+class OutOfStep extends Error {}

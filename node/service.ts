@@ -20,8 +20,7 @@ import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
-import { memoized, renderScreen, renderSnapshot, SCREEN_SOURCE_BYTES } from "./screen.ts";
-import { TerminalModes } from "../shared/term_modes.ts";
+import { Screens } from "./screen.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -49,6 +48,8 @@ export class SessionService {
   #host: ServiceHost;
   /** Writable viewers per session id, for the size policy; dropped when the last leaves. */
   #sizes = new Map<number, ViewerSizes>();
+  /** The sessions' terminal models (for snapshots and `screen`). */
+  readonly screens = new Screens();
 
   /** A service over the daemon's manager. */
   constructor(host: ServiceHost) {
@@ -182,21 +183,7 @@ export class SessionService {
         return respond(this.#host.info());
       case "screen": {
         const s = m.resolve(req.session);
-        const { cols, rows } = s.size;
-        const key = `screen ${s.meta.id} ${s.meta.outputBytes} ${cols}x${rows} ${
-          req.ansi === true
-        }`;
-        const screen = await memoized(key, async () => {
-          const reader = new LogReader(s.dir);
-          let output: Uint8Array;
-          try {
-            const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
-            output = await reader.readAt(start, reader.size - start);
-          } finally {
-            reader.close();
-          }
-          return await renderScreen(output, cols, rows, { ansi: req.ansi });
-        });
+        const screen = await this.screens.screen(s, req.ansi === true);
         return respond({ session: s.info(), screen });
       }
       case "relay_reload":
@@ -251,23 +238,8 @@ export class SessionService {
     let from = req.history === false ? s.ring.end : req.from ?? s.ring.start;
     from = Math.min(Math.max(from, s.ring.start), s.ring.end);
     const skipped = req.from !== undefined && req.from < s.ring.start ? s.ring.start - req.from : 0;
-    // `live`: where the ring ends now; bytes before it are history, which a client
-    // replays without the terminal queries in it (client/query_filter.ts) — or, when it
-    // asks for a snapshot, gets as the terminal's state rendered by a model (node/screen.ts)
-    const live = s.ring.end;
-    let snapshot: string | undefined;
-    if (req.snapshot !== undefined && req.from === undefined) {
-      snapshot = await this.#snapshot(s, req.snapshot);
-      from = live;
-    }
-    await conn.sendJson(FrameKind.RESPONSE, {
-      session: s.info(),
-      offset: from,
-      skipped,
-      live,
-      ...(snapshot !== undefined ? { snapshot } : {}),
-    });
-    // writable viewers drive the size, the most recent winning (node/viewer_sizes.ts)
+    // writable viewers drive the size, the most recent winning (node/viewer_sizes.ts);
+    // the size is set first, so that the snapshot is drawn at the size the viewer sees
     const me = !readOnly && req.cols && req.rows
       ? (this.#sizes.get(s.meta.id) ?? this.#sizesOf(s.meta.id)).join(req.cols, req.rows)
       : null;
@@ -275,6 +247,43 @@ export class SessionService {
       // a size change makes full-screen programs redraw for the new viewer
       m.resize(s, me.cols, Math.max(1, me.rows - 1));
       m.resize(s, me.cols, me.rows);
+    }
+    const leave = () => {
+      const list = this.#sizes.get(s.meta.id);
+      if (me && list) {
+        // the viewer that set the size left: the most recent one still here sets it again
+        const next = list.leave(me);
+        if (next) m.resize(s, next.cols, next.rows);
+        if (list.size === 0) this.#sizes.delete(s.meta.id);
+      }
+    };
+    // `live`: where the ring ends now; bytes before it are history, which a client
+    // replays without the terminal queries in it (client/query_filter.ts) — or, when it
+    // asks for a snapshot, gets as the terminal's state rendered by a model (node/screen.ts)
+    const live = s.ring.end;
+    try {
+      let snapshot: string | undefined;
+      if (req.snapshot !== undefined && req.from === undefined) {
+        try {
+          snapshot = await this.screens.snapshot(s, req.snapshot);
+          from = live;
+        } catch (err) {
+          // too many renderings: refused like a `screen`; a failed one: the raw history
+          // still serves (the client removes its queries)
+          if (err instanceof CwError && err.code === "rate_limited") throw err;
+          this.#host.logger.warn(`session ${s.meta.id}: no snapshot: ${(err as Error).message}`);
+        }
+      }
+      await conn.sendJson(FrameKind.RESPONSE, {
+        session: s.info(),
+        offset: from,
+        skipped,
+        live,
+        ...(snapshot !== undefined ? { snapshot } : {}),
+      });
+    } catch (err) {
+      leave();
+      throw err;
     }
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
@@ -294,36 +303,8 @@ export class SessionService {
       await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
     } finally {
       stop.abort();
-      const list = this.#sizes.get(s.meta.id);
-      if (me && list) {
-        // the viewer that set the size left: the most recent one still here sets it again
-        const next = list.leave(me);
-        if (next) m.resize(s, next.cols, next.rows);
-        if (list.size === 0) this.#sizes.delete(s.meta.id);
-      }
+      leave();
     }
-  }
-
-  /**
-   * The session's terminal state up to exactly `ring.end` now: the log is
-   * written with the ring, so a reader opened in the same tick ends there.
-   */
-  #snapshot(s: Session, scrollback: number): Promise<string> {
-    const { cols, rows } = s.size;
-    const key = `snapshot ${s.meta.id} ${s.ring.end} ${cols}x${rows} ${scrollback}`;
-    // the reader is opened now, in this tick, so that it ends exactly at ring.end
-    const reader = new LogReader(s.dir);
-    return memoized(key, () => this.#render(reader, cols, rows, scrollback)).finally(() =>
-      reader.close()
-    );
-  }
-
-  async #render(reader: LogReader, cols: number, rows: number, lines: number): Promise<string> {
-    const start = Math.max(0, reader.size - SCREEN_SOURCE_BYTES);
-    const output = await reader.readAt(start, reader.size - start);
-    const modes = new TerminalModes();
-    modes.feed(output);
-    return await renderSnapshot(output, cols, rows, lines, modes.restoreExtras());
   }
 
   /** The writable viewers' sizes of a session, created on first use. */

@@ -1,6 +1,7 @@
 import type { SessionInfo, SessionStatus } from "../shared/protocol.ts";
 import { ByteRing } from "./ring.ts";
 import { OutputLog } from "./output_log.ts";
+import { TermHistory } from "./term_history.ts";
 
 /** A viewer that makes no progress this long no longer slows the program. */
 export const STALL_MS = 2000;
@@ -40,6 +41,8 @@ export class Session {
   readonly ring: ByteRing;
   /** The PTY's size now (as last set; 80×24 for a session from before this node). */
   size = { cols: 80, rows: 24 };
+  /** Modes and sizes along the output, for the terminal model (node/screen.ts). */
+  readonly history: TermHistory;
   #log: OutputLog | null;
   #viewers = new Set<Viewer>();
   #flow: FlowControl | null = null;
@@ -56,6 +59,7 @@ export class Session {
     this.dir = dir;
     this.ring = new ByteRing(ringBytes);
     this.ring.reset(meta.outputBytes);
+    this.history = new TermHistory(meta.outputBytes, this.size.cols, this.size.rows);
     this.#log = log;
     this.#ended = new Promise((resolve) => this.#resolveEnded = resolve);
     if (meta.status !== "running") this.#resolveEnded();
@@ -71,8 +75,15 @@ export class Session {
     this.#log?.append(data);
     this.ring.write(data);
     this.meta.outputBytes = this.ring.end;
+    this.history.feed(data, this.ring.end);
     if (this.#viewers.size > 0) this.#checkFlow();
     this.#notify();
+  }
+
+  /** Records that the PTY is now `cols`×`rows` (output from here on is drawn at that size). */
+  resized(cols: number, rows: number): void {
+    this.size = { cols, rows };
+    this.history.resized(this.ring.end, cols, rows);
   }
 
   /** Marks the session ended and wakes everybody. */

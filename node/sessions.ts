@@ -121,7 +121,7 @@ export class SessionManager {
       TERM: spec.env.TERM && spec.env.TERM !== "dumb" ? spec.env.TERM : "xterm-256color",
     };
     this.#sessions.set(id, session);
-    session.size = { cols: spec.cols, rows: spec.rows };
+    session.resized(spec.cols, spec.rows);
     session.setFlowControl({
       pause: () => this.#opts.pty.setPaused(id, true),
       resume: () => this.#opts.pty.setPaused(id, false),
@@ -230,7 +230,7 @@ export class SessionManager {
   resize(session: Session, cols: number, rows: number): void {
     if (!session.running) return;
     this.#opts.pty.resize(session.meta.id, cols, rows);
-    session.size = { cols, rows };
+    session.resized(cols, rows);
   }
 
   /**

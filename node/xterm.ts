@@ -1,6 +1,6 @@
 /**
  * The only file that touches npm `@xterm/headless` and `@xterm/addon-serialize`
- * (a terminal model and its serializer). node/screen.ts loads it on first use,
+ * (a terminal model and its serializer). node/model_worker.ts loads it (a worker started on first use),
  * so a node that never renders a screen does not pay its ~50 ms of loading.
  * The checker reads ./xterm_types.d.ts: the packages' own declarations would
  * bring the DOM's types into every file of the program.

@@ -1,4 +1,4 @@
-// The little of @xterm/headless and @xterm/addon-serialize that node/screen.ts
+// The little of @xterm/headless and @xterm/addon-serialize that node/model_worker.ts
 // uses. Their own declarations pull the DOM's types into every file of the
 // program (and so change `TextDecoderStream`'s), so the checker reads this instead.
 export interface IBufferLine {
@@ -16,6 +16,9 @@ export class Terminal {
     options: { cols: number; rows: number; scrollback: number; allowProposedApi: boolean },
   );
   readonly buffer: { readonly active: IBuffer };
+  readonly cols: number;
+  readonly rows: number;
+  resize(cols: number, rows: number): void;
   onTitleChange(listener: (title: string) => void): void;
   write(data: Uint8Array | string, callback?: () => void): void;
   loadAddon(addon: unknown): void;

@@ -23,7 +23,7 @@ export const TARGETS = [
 ] as const;
 
 /** Files loaded at run time that `deno compile` cannot see statically. */
-const INCLUDES = ["node/pty_worker.ts"];
+const INCLUDES = ["node/pty_worker.ts", "node/model_worker.ts"];
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 

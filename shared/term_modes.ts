@@ -55,6 +55,7 @@ export class TerminalModes {
   #modifyOtherKeys = false;
   #modifyOtherKeysLevel = 0;
   #scrollRegion = false;
+  #scrollRegionValue = "";
   #cursorStyle = false;
   #cursorStyleValue = 0;
   #held: Uint8Array | null = null;
@@ -73,6 +74,52 @@ export class TerminalModes {
       }
       at = data.indexOf(0x1b, end);
     }
+  }
+
+  /** Bytes of a sequence cut by the last chunk's end, held for the next one. */
+  get held(): number {
+    return this.#held?.byteLength ?? 0;
+  }
+
+  /** An independent copy of this tracker's state. */
+  clone(): TerminalModes {
+    const c = new TerminalModes();
+    c.#changed = new Set(this.#changed);
+    c.#keypad = this.#keypad;
+    c.#kittyPushes = this.#kittyPushes;
+    c.#kittyStack = [...this.#kittyStack];
+    c.#kittyFlags = this.#kittyFlags;
+    c.#kittyFlagsValue = this.#kittyFlagsValue;
+    c.#modifyOtherKeys = this.#modifyOtherKeys;
+    c.#modifyOtherKeysLevel = this.#modifyOtherKeysLevel;
+    c.#scrollRegion = this.#scrollRegion;
+    c.#scrollRegionValue = this.#scrollRegionValue;
+    c.#cursorStyle = this.#cursorStyle;
+    c.#cursorStyleValue = this.#cursorStyleValue;
+    c.#held = this.#held;
+    return c;
+  }
+
+  /**
+   * The bytes that put a fresh terminal (a model) into these modes: the
+   * alternate screen first (so what follows is drawn on it), then the DEC
+   * modes, the keypad, the scroll region and {@link restoreExtras}.
+   */
+  restoreAll(): string {
+    const c = this.#changed;
+    let out = "";
+    for (const m of [1049, 1047, 47]) {
+      if (c.has(m)) {
+        out += `\x1b[?${m}h`;
+        break;
+      }
+    }
+    for (const m of c) {
+      if (m === 1049 || m === 1047 || m === 47) continue;
+      out += ON_BY_DEFAULT.has(m) ? `\x1b[?${m}l` : `\x1b[?${m}h`;
+    }
+    if (this.#scrollRegion) out += `\x1b[${this.#scrollRegionValue}r`;
+    return out + this.restoreExtras();
   }
 
   /** Whether any mode is on that the terminal would not have by default. */
@@ -118,6 +165,8 @@ export class TerminalModes {
     const c = this.#changed;
     let out = "";
     if (c.has(25)) out += "\x1b[?25l";
+    // the serializer's keypad is DECNKM (`CSI ? 66 h`), which not every terminal reads
+    if (this.#keypad) out += "\x1b=";
     for (const m of [1005, 1006, 1015, 1016]) if (c.has(m)) out += `\x1b[?${m}h`;
     const pushed = this.#kittyPushes > 0 ? this.#kittyStack.slice(-this.#kittyPushes) : [];
     for (const f of pushed) out += `\x1b[>${f}u`;
@@ -191,6 +240,7 @@ export class TerminalModes {
       if (params[0] === 4) this.#modifyOtherKeys = (params[1] ?? 0) !== 0;
     } else if (prefix === 0 && intermediate === 0 && final === 0x72) { // CSI t ; b r
       this.#scrollRegion = params.length > 0 && !(params.length === 1 && params[0] === 0);
+      this.#scrollRegionValue = params.slice(0, 2).join(";");
     } else if (prefix === 0 && intermediate === 0x20 && final === 0x71) { // CSI n SP q
       this.#cursorStyleValue = params[0] ?? 0;
       this.#cursorStyle = this.#cursorStyleValue !== 0;

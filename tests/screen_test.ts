@@ -7,6 +7,9 @@ import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
 import { NodeClient } from "../client/node_client.ts";
 import { localDialer } from "../client/local.ts";
 import type { CwError } from "../shared/errors.ts";
+import { Screens } from "../node/screen.ts";
+import { Session } from "../node/session.ts";
+import { OutputLog } from "../node/output_log.ts";
 
 Deno.test("cw screen of vim and of a line program equals tmux's capture of the same", async () => {
   await using home = new CwHome();
@@ -123,4 +126,120 @@ Deno.test("a flood of screen requests is refused past a bound; the node keeps an
   // the node is fine: a list answers, and the same screen twice is the same
   await home.ok(["list"]);
   assert.equal(await home.ok(["screen", id]), await home.ok(["screen", id]));
+});
+
+Deno.test("modes set megabytes of output ago come back on attach, with a small ring", async () => {
+  await using home = new CwHome();
+  await using tmux = new Tmux(home.root);
+  await Deno.mkdir(home.home, { mode: 0o700 });
+  await Deno.writeTextFile(
+    `${home.home}/config.json`,
+    JSON.stringify({ sessionRingBytes: "16KiB" }),
+  );
+  // alternate screen, mouse with SGR encoding, bracketed paste, application cursor keys and
+  // keypad, a hidden cursor; then 2.5 MiB of lines, well past the ring and the model's window
+  const script =
+    "printf '\\033[?1049h\\033[?1000h\\033[?1006h\\033[?2004h\\033[?1h\\033=\\033[?25l';" +
+    " yes 'a line of text the program prints on its alternate screen' | head -n 45000;" +
+    " printf 'THE END'; read x; printf '\\033[?1049l\\033[?25hBACK ON MAIN'; sleep 600";
+  const id = String(await home.launch(["sh", "-c", script]));
+  await waitFor("the output", async () => (await home.ok(["screen", id])).includes("THE END"));
+  assert.ok(
+    JSON.parse(await home.ok(["status", id, "--json"])).outputBytes > 2_500_000,
+  );
+  const view = JSON.parse(await home.ok(["screen", id, "--json"]));
+  assert.equal(view.alternate, true);
+
+  const bin = `${home.root}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
+  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+  await tmux.start(
+    "v",
+    ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"].map(shellQuote)
+      .join(" "),
+    80,
+    24,
+    { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" },
+  );
+  await tmux.waitFor("v", "pane$");
+  const flags = async () =>
+    (await tmux.cmd(
+      "display-message",
+      "-p",
+      "-t",
+      "v",
+      "#{alternate_on},#{mouse_any_flag},#{mouse_sgr_flag},#{keypad_cursor_flag},#{keypad_flag},#{cursor_flag}",
+    )).trim();
+  await tmux.typeLine("v", `cw attach --read-only ${id}; echo EXIT=$?`);
+  await tmux.waitFor("v", "THE END");
+  assert.equal(await flags(), "1,1,1,1,1,0");
+  await tmux.keys("v", ["C-b", "d"]);
+  await tmux.waitFor("v", /^EXIT=0$/m);
+  assert.equal(await flags(), "0,0,0,0,0,1");
+
+  // the kept model follows: the program leaves its alternate screen
+  await home.ok(["send", id, ""]);
+  await waitFor("the main screen", async () => (await home.ok(["screen", id])).includes("BACK"));
+  assert.equal(JSON.parse(await home.ok(["screen", id, "--json"])).alternate, false);
+});
+
+Deno.test("a kept model fed piece by piece, with resizes, renders as one built from scratch", async () => {
+  const dir = await Deno.makeTempDir();
+  const kept = new Screens();
+  try {
+    const meta = {
+      id: 1,
+      name: null,
+      argv: ["x"],
+      dir,
+      tags: [],
+      status: "running" as const,
+      pid: null,
+      exitCode: null,
+      signal: null,
+      startedAt: new Date().toISOString(),
+      endedAt: null,
+      outputBytes: 0,
+    };
+    const s = new Session(meta, dir, 64 * 1024, new OutputLog(dir, 64 * 1024 * 1024));
+    s.resized(60, 20);
+    let seed = 7;
+    const rand = (n: number) => { // mulberry32
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) % n;
+    };
+    let compared = 0;
+    const enc = new TextEncoder();
+    const pieces = [
+      () => `\x1b[${1 + rand(30)};${1 + rand(90)}H`,
+      () => `\x1b[3${rand(8)}m${"wörd ".repeat(rand(12))}\x1b[0m`,
+      () => "line of text\r\n".repeat(rand(5)),
+      () => ["\x1b[?1049h", "\x1b[?1049l", "\x1b[2J", "\x1b[K", "\x1b[5;15r", "\x1b[r"][rand(6)],
+      () => "界".repeat(rand(6)),
+    ];
+    for (let round = 0; round < 40; round++) {
+      let chunk = "";
+      for (let i = 0; i < 1 + rand(40); i++) chunk += pieces[rand(pieces.length)]();
+      s.append(enc.encode(chunk));
+      if (rand(4) === 0) s.resized(20 + rand(100), 5 + rand(40));
+      if (rand(2) === 0) continue;
+      const fresh = new Screens();
+      try {
+        const [a, b] = [await kept.screen(s, true), await fresh.screen(s, true)];
+        assert.deepEqual(a, b, `round ${round}`);
+        const [c, d] = [await kept.snapshot(s, 100), await fresh.snapshot(s, 100)];
+        assert.equal(c, d, `round ${round}`);
+        compared++;
+      } finally {
+        fresh.close();
+      }
+    }
+    assert.ok(compared >= 10, `${compared} comparisons`);
+  } finally {
+    kept.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
