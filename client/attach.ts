@@ -6,6 +6,7 @@ import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll } from "./io.ts";
 import { TerminalModes } from "../shared/term_modes.ts";
 import { QueryFilter } from "./query_filter.ts";
+import type { ClippedView } from "./clipped_view.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
 const PREFIX = 0x02;
@@ -79,29 +80,41 @@ export async function attach(
     ...consoleSize(),
   });
   const info = first.response.session as SessionInfo;
+  const terminal = Deno.stdout.isTerminal();
+  const viewer = terminal ? consoleSize() : undefined;
   const state: Stream = {
     conn: first.conn,
     offset: first.response.offset as number,
     ack: opts.resume === true,
     // what the program turns on in this terminal is turned off again when we leave it
-    modes: Deno.stdout.isTerminal() ? new TerminalModes() : null,
+    modes: terminal ? new TerminalModes() : null,
+    view: null,
+    program: sizeOf(first.response.size),
+    sent: viewer && !opts.readOnly ? [viewer] : [],
+    readOnly: opts.readOnly,
     ...replayOf(first.response),
   };
   if (tty) Deno.stdin.setRaw(true);
+  if (viewer && state.program && !sameSize(viewer, state.program)) {
+    // the program's terminal is not this one's size: draw it clipped, never re-wrapped
+    await startView(state, state.program);
+  }
   const snapshot = first.response.snapshot;
   if (typeof snapshot === "string") {
     // the terminal's state as the node's model has it: screen, scrollback, modes, no queries
-    const bytes = new TextEncoder().encode(snapshot);
-    state.modes?.feed(bytes);
-    await writeAll(Deno.stdout, bytes);
+    if (state.view) await state.view.feed(snapshot);
+    else await show(state, new TextEncoder().encode(snapshot));
   }
   const onResize = () => {
     const s = consoleSize();
-    if (s && !opts.readOnly) {
+    if (!s) return;
+    state.view?.viewerResized(s.cols, s.rows);
+    if (!opts.readOnly) {
+      state.sent = [...state.sent.slice(-7), s];
       state.conn.sendJson(FrameKind.EVENT, { type: "resize", ...s } satisfies StreamEvent).catch(
         () => {},
       );
-    }
+    } else if (!state.view && state.program && !sameSize(s, state.program)) askRedraw(state);
   };
   if (tty) Deno.addSignalListener("SIGWINCH", onResize);
   try {
@@ -129,6 +142,7 @@ export async function attach(
       return exitCodeOf(result);
     }
   } finally {
+    await state.view?.close();
     await leaveTerminal(state).catch(() => {});
     restore(tty);
     if (tty) Deno.removeSignalListener("SIGWINCH", onResize);
@@ -147,6 +161,60 @@ interface Stream {
   /** Output before this offset is history: its terminal queries are removed. */
   live: number;
   replay: QueryFilter | null;
+  /** Draws the program when its size is not this terminal's (null: output goes straight out). */
+  view: ClippedView | null;
+  /** The program's terminal size, as the node last said. */
+  program: { cols: number; rows: number } | null;
+  /** Sizes this viewer asked for lately (a size event of one of them is ours). */
+  sent: { cols: number; rows: number }[];
+  readOnly: boolean;
+  /** A `redraw` was asked and its `screen` has not come yet. */
+  redrawing?: boolean;
+}
+
+function sizeOf(v: unknown): { cols: number; rows: number } | null {
+  const s = v as { cols?: unknown; rows?: unknown } | null;
+  return s && Number.isInteger(s.cols) && Number.isInteger(s.rows) && (s.cols as number) > 0 &&
+      (s.rows as number) > 0
+    ? { cols: s.cols as number, rows: s.rows as number }
+    : null;
+}
+
+function sameSize(a: { cols: number; rows: number }, b: { cols: number; rows: number }): boolean {
+  return a.cols === b.cols && a.rows === b.rows;
+}
+
+/** Writes output to the terminal as it is, noting the modes it sets. */
+async function show(state: Stream, bytes: Uint8Array): Promise<void> {
+  state.modes?.feed(bytes);
+  await writeAll(Deno.stdout, bytes);
+}
+
+/**
+ * From now on the program is drawn by a model at its own size. The terminal
+ * is first reset to clean (the modes raw output left on), then the view takes it.
+ */
+async function startView(state: Stream, size: { cols: number; rows: number }): Promise<void> {
+  const viewer = consoleSize() ?? size;
+  if (state.modes?.dirty) {
+    const reset = state.modes.reset();
+    state.modes = new TerminalModes();
+    await writeAll(Deno.stdout, new TextEncoder().encode(reset));
+  }
+  const { ClippedView } = await import("./clipped_view.ts");
+  const encoder = new TextEncoder();
+  state.view = new ClippedView(size.cols, size.rows, viewer, (text) => {
+    const bytes = encoder.encode(text);
+    state.modes?.feed(bytes);
+    return writeAll(Deno.stdout, bytes);
+  });
+}
+
+/** Asks the node for the program's state (answered by a `screen` event). */
+function askRedraw(state: Stream): void {
+  if (state.redrawing) return;
+  state.redrawing = true;
+  state.conn.sendJson(FrameKind.EVENT, { type: "redraw" } satisfies StreamEvent).catch(() => {});
 }
 
 /** The history part of an attach: from its offset to the node's `live` offset. */
@@ -248,13 +316,34 @@ async function readOutput(state: Stream): Promise<End | "lost"> {
       const more = conn.takeQueuedData();
       const bytes = more.length ? concat([frame.bytes, ...more]) : frame.bytes;
       const out = shown(state, bytes);
-      state.modes?.feed(out);
-      await writeAll(Deno.stdout, out);
+      if (state.view) await state.view.feed(out);
+      else await show(state, out);
       state.offset += bytes.byteLength;
       if (state.ack) await acknowledge(conn, bytes.byteLength);
     } else if (frame.kind === FrameKind.EVENT) {
       const e = frame.value as StreamEvent;
       if (e.type === "exit") return e;
+      if (e.type === "size") {
+        const size = sizeOf(e);
+        if (!size) continue;
+        state.program = size;
+        if (state.view) state.view.programResized(size.cols, size.rows);
+        else if (state.modes && !state.sent.some((s) => sameSize(s, size))) {
+          // another viewer's size (or a read-only view): the program is drawn here from its state
+          const mine = consoleSize();
+          if (mine && !sameSize(mine, size)) askRedraw(state);
+        }
+      }
+      if (e.type === "screen" && typeof e.snapshot === "string") {
+        const size = sizeOf(e);
+        if (!size || !Number.isSafeInteger(e.offset) || e.offset < state.offset) continue;
+        state.redrawing = false;
+        state.program = size;
+        state.offset = e.offset;
+        state.replay = null;
+        if (!state.view) await startView(state, size);
+        await state.view!.load(e.snapshot, size.cols, size.rows);
+      }
       if (e.type === "skipped") {
         state.offset = e.offset;
         await writeAll(

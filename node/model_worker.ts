@@ -6,7 +6,7 @@
  * in order; node/screen.ts decides which models live and what they are fed.
  */
 
-import { SerializeAddon, Terminal } from "./xterm.ts";
+import { SerializeAddon, Terminal } from "../shared/xterm.ts";
 import type { FromModel, RenderMessage, ScreenView, ToModel } from "./model_messages.ts";
 import { SNAPSHOT_MAX_CHARS } from "./limits.ts";
 

@@ -279,6 +279,8 @@ export class SessionService {
         offset: from,
         skipped,
         live,
+        // the PTY's size where the output sent begins (then `size` events follow it)
+        size: { cols: s.history.sizeAt(from).cols, rows: s.history.sizeAt(from).rows },
         ...(snapshot !== undefined ? { snapshot } : {}),
       });
     } catch (err) {
@@ -287,7 +289,13 @@ export class SessionService {
     }
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
+    const view: AttachView = { screens: this.screens, redraw: false, wake: null };
     const input = readClient(conn, credit, (frame) => {
+      if (frame.kind === FrameKind.EVENT && frame.value.type === "redraw") {
+        view.redraw = true; // a read: any viewer may ask
+        view.wake?.();
+        return;
+      }
       // read-only is enforced here, in the node: input and resizes go nowhere
       if (readOnly) return;
       // resolves when the PTY had room; dropped only if this client leaves first
@@ -300,7 +308,10 @@ export class SessionService {
       } else throw new CwError("protocol_error", `Unexpected frame kind ${frame.kind} in attach`);
     }).finally(() => stop.abort());
     try {
-      await Promise.race([pump(conn, s, from, stop.signal, local && !readOnly, credit), input]);
+      await Promise.race([
+        pump(conn, s, from, stop.signal, local && !readOnly, credit, view),
+        input,
+      ]);
     } finally {
       stop.abort();
       leave();
@@ -446,13 +457,23 @@ async function pump(
   signal: AbortSignal,
   interactive = false,
   credit?: Credit,
+  view?: AttachView,
 ): Promise<void> {
   const viewer = s.follow(from, interactive);
   try {
-    await pumpFrom(conn, s, viewer, signal, credit);
+    await pumpFrom(conn, s, viewer, signal, credit, view);
   } finally {
     viewer.leave();
   }
+}
+
+/** What an attach's stream carries besides output: the PTY's sizes, and screens asked for. */
+interface AttachView {
+  screens: Screens;
+  /** The client asked for the terminal's state (`redraw`). */
+  redraw: boolean;
+  /** Wakes the pump waiting for output. */
+  wake: (() => void) | null;
 }
 
 async function pumpFrom(
@@ -461,10 +482,25 @@ async function pumpFrom(
   viewer: Viewer,
   signal: AbortSignal,
   credit?: Credit,
+  view?: AttachView,
 ): Promise<void> {
   const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+  let sent: { cols: number; rows: number } | null = null;
   while (!signal.aborted) {
     const pos = viewer.pos;
+    if (view?.redraw) {
+      view.redraw = false;
+      const end = s.ring.end;
+      const { cols, rows } = s.size;
+      // rendered at `end` (taken in this tick); the output before it is covered by the screen
+      const snapshot = await view.screens.snapshot(s, 0).catch(() => null);
+      if (snapshot !== null) {
+        await sendEvent(conn, { type: "screen", offset: end, cols, rows, snapshot });
+        sent = { cols, rows };
+        if (end > viewer.pos) viewer.advance(end);
+        continue;
+      }
+    }
     if (pos < s.ring.start) {
       // read start once: the ring moves on while the event is sent
       const start = s.ring.start;
@@ -472,9 +508,21 @@ async function pumpFrom(
       viewer.advance(start);
       continue;
     }
+    let room = DATA_CHUNK;
+    if (view) {
+      // the PTY's size, in order with the output: each part is drawn at its size
+      const size = s.history.sizeAt(pos);
+      if (size.cols !== sent?.cols || size.rows !== sent?.rows) {
+        sent = { cols: size.cols, rows: size.rows };
+        await sendEvent(conn, { type: "size", ...sent });
+        continue;
+      }
+      const next = s.history.sizesIn(pos + 1, pos + DATA_CHUNK)[0];
+      if (next) room = next.at - pos;
+    }
     if (pos < s.ring.end) {
       // one copy, straight from the ring into the frame
-      const len = s.ring.available(pos, DATA_CHUNK);
+      const len = s.ring.available(pos, room);
       if (credit && !(await credit.take(len))) return;
       if (pos < s.ring.start) {
         credit?.ack(len); // the ring moved on while waiting: nothing was sent
@@ -492,7 +540,17 @@ async function pumpFrom(
       return;
     }
     viewer.progressAt = Date.now(); // caught up: idle, not stalled
-    await Promise.race([s.changed(), aborted]);
+    if (!view) {
+      await Promise.race([s.changed(), aborted]);
+      continue;
+    }
+    if (view.redraw) continue;
+    await Promise.race([
+      s.changed(),
+      aborted,
+      new Promise<void>((resolve) => view.wake = resolve),
+    ]);
+    view.wake = null;
   }
 }
 

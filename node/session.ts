@@ -84,6 +84,7 @@ export class Session {
   resized(cols: number, rows: number): void {
     this.size = { cols, rows };
     this.history.resized(this.ring.end, cols, rows);
+    this.#notify(); // attached viewers are told
   }
 
   /** Marks the session ended and wakes everybody. */

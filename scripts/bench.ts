@@ -26,7 +26,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { localDialer } from "../client/local.ts";
 import { NodeClient } from "../client/node_client.ts";
-import { CW_ARGV, CwHome, shellQuote, Tmux } from "../tests/helpers.ts";
+import { CW_ARGV, CwHome, shellQuote, Tmux, waitFor } from "../tests/helpers.ts";
+import type { SessionInfo } from "../shared/protocol.ts";
 import {
   CAT_SCRIPT,
   ECHO_SCRIPT,
@@ -294,14 +295,26 @@ async function measureControl(rig: Rig): Promise<ControlResults> {
   const lines = await home.launch([
     "sh",
     "-c",
-    'i=0; while [ $i -lt 3000 ]; do printf "\\033[1;3%dmline %d\\033[0m %s\\n" $((i % 8)) $i "text text text text text text text text text text"; i=$((i+1)); done; sleep 3600',
+    'i=0; while [ $i -lt 3000 ]; do printf "\\033[1;3%dmline %d\\033[0m %s\\n" $((i % 8)) $i "text text text text text text text text text text"; i=$((i+1)); done; exec cat',
   ]);
   await client.request({ op: "attach", session: String(lines), cols: 160, rows: 50 })
     .catch(() => {}); // sizes the PTY (a unary call closes the stream at once)
   await sleep(1000);
   const snapshots: number[] = [];
   let chars = 0;
-  for (let i = 0; i < 6; i++) {
+  for (let i = 0; i < 12; i++) {
+    // a keystroke echoed between two attaches: each snapshot is of new output (none is reused)
+    const before = (await client.request<{ session: SessionInfo }>({
+      op: "status",
+      session: String(lines),
+    })).session.outputBytes;
+    await client.request({ op: "send", session: String(lines), data: btoa("x") });
+    await waitFor(
+      "the echo",
+      async () =>
+        (await client.request<{ session: SessionInfo }>({ op: "status", session: String(lines) }))
+          .session.outputBytes > before,
+    );
     const { ms, value } = await timed(() =>
       client.stream({ op: "attach", session: String(lines), readOnly: true, snapshot: 1000 })
     );

@@ -242,7 +242,25 @@ export type StreamEvent =
    */
   | { type: "ack"; bytes: number }
   /** client → node: the terminal has this size. */
-  | { type: "resize"; cols: number; rows: number };
+  | { type: "resize"; cols: number; rows: number }
+  /**
+   * node → client (attach): the program's terminal (the PTY) is `cols`×`rows`
+   * from this point of the output on. Sent before the first output and at
+   * every change, in order with the output.
+   */
+  | { type: "size"; cols: number; rows: number }
+  /**
+   * client → node (attach): send the terminal's state now (a client that
+   * starts drawing the program itself, e.g. at another size, needs it). The
+   * node answers `screen`, unless it is too busy rendering.
+   */
+  | { type: "redraw" }
+  /**
+   * node → client (attach): the terminal's state (`snapshot`, as in an
+   * attach's RESPONSE, without scrollback) at output offset `offset`, at
+   * `cols`×`rows`; output continues from `offset`.
+   */
+  | { type: "screen"; offset: number; cols: number; rows: number; snapshot: string };
 
 /** Thrown by the codec for anything that is not a valid frame. */
 export class ProtocolError extends Error {

@@ -136,13 +136,8 @@ export class TerminalModes {
     const c = this.#changed;
     let out = "";
     if (c.has(2026)) out += "\x1b[?2026l";
-    for (const m of [9, 1000, 1001, 1002, 1003, 1005, 1006, 1015, 1016, 1004, 2004, 1, 6]) {
-      if (c.has(m)) out += `\x1b[?${m}l`;
-    }
-    if (this.#keypad) out += "\x1b>";
-    if (this.#kittyPushes > 0) out += `\x1b[<${this.#kittyPushes}u`;
-    if (this.#kittyFlags) out += "\x1b[=0;1u";
-    if (this.#modifyOtherKeys) out += "\x1b[>4m";
+    out += this.inputReset();
+    if (c.has(6)) out += "\x1b[?6l";
     // DECSTBM homes the cursor: keep it where it is
     if (this.#scrollRegion) out += "\x1b7\x1b[r\x1b8";
     if (this.#cursorStyle) out += "\x1b[0 q";
@@ -151,6 +146,46 @@ export class TerminalModes {
     for (const m of [1049, 1047, 47]) if (c.has(m)) out += `\x1b[?${m}l`;
     if (c.has(25)) out += "\x1b[?25h";
     if (c.has(7)) out += "\x1b[?7h";
+    return out;
+  }
+
+  /** Whether the program hid the cursor. */
+  get cursorHidden(): boolean {
+    return this.#changed.has(25);
+  }
+
+  /**
+   * The bytes that put a terminal in this program's input modes — what its
+   * keys, mouse, paste and focus send: cursor keys, keypad, mouse reporting
+   * and its encodings, focus events, bracketed paste, the kitty keyboard
+   * flags and modifyOtherKeys (for a client that draws the program itself
+   * and passes only these on).
+   */
+  inputModes(): string {
+    const c = this.#changed;
+    let out = c.has(1) ? "\x1b[?1h" : "";
+    if (this.#keypad) out += "\x1b=";
+    for (const m of [9, 1000, 1001, 1002, 1003, 1005, 1006, 1015, 1016, 1004, 2004]) {
+      if (c.has(m)) out += `\x1b[?${m}h`;
+    }
+    const pushed = this.#kittyPushes > 0 ? this.#kittyStack.slice(-this.#kittyPushes) : [];
+    for (const f of pushed) out += `\x1b[>${f}u`;
+    if (this.#kittyFlags) out += `\x1b[=${this.#kittyFlagsValue};1u`;
+    if (this.#modifyOtherKeys) out += `\x1b[>4;${this.#modifyOtherKeysLevel}m`;
+    return out;
+  }
+
+  /** The bytes that turn off the input modes {@link inputModes} turns on. */
+  inputReset(): string {
+    const c = this.#changed;
+    let out = "";
+    for (const m of [9, 1000, 1001, 1002, 1003, 1005, 1006, 1015, 1016, 1004, 2004, 1]) {
+      if (c.has(m)) out += `\x1b[?${m}l`;
+    }
+    if (this.#keypad) out += "\x1b>";
+    if (this.#kittyPushes > 0) out += `\x1b[<${this.#kittyPushes}u`;
+    if (this.#kittyFlags) out += "\x1b[=0;1u";
+    if (this.#modifyOtherKeys) out += "\x1b[>4m";
     return out;
   }
 

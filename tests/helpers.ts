@@ -205,6 +205,30 @@ export class Tmux implements AsyncDisposable {
     );
   }
 
+  /**
+   * Starts a pane running an interactive bash (prompt `pane$ `) whose `cw` is
+   * this checkout's, for `home`, in a `cols`×`rows` terminal. The PATH and
+   * prompt are set on the command line, not with tmux -e: tmux puts its
+   * client's PATH in new panes, and runs the command with `$SHELL -c`, whose
+   * bash drops PS1.
+   */
+  async cwPane(
+    home: CwHome,
+    name: string,
+    cols = 100,
+    rows = 30,
+    env: Record<string, string> = {},
+  ): Promise<void> {
+    const bin = `${home.root}/bin`;
+    await Deno.mkdir(bin, { recursive: true });
+    await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
+    const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+    const shell = ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"]
+      .map(shellQuote).join(" ");
+    await this.start(name, shell, cols, rows, { CW_HOME: home.home, HISTFILE: "", ...env });
+    await this.waitFor(name, "pane$");
+  }
+
   /** The visible text of a pane. */
   capture(target: string): Promise<string> {
     return this.cmd("capture-pane", "-p", "-t", target);

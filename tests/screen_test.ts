@@ -3,7 +3,7 @@
  * terminal model, equals what tmux shows of the same program at the same size.
  */
 import assert from "node:assert/strict";
-import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { CwHome, Tmux, waitFor } from "./helpers.ts";
 import { NodeClient } from "../client/node_client.ts";
 import { localDialer } from "../client/local.ts";
 import type { CwError } from "../shared/errors.ts";
@@ -64,19 +64,7 @@ Deno.test("attach shows vim's screen and modes as the node's model has them, at 
     async () => (await want()).some((l) => l.startsWith("line 80")),
   );
   // a read-only viewer (it never resizes) in a larger terminal: vim's 80×24 screen, top-left
-  const bin = `${home.root}/bin`;
-  await Deno.mkdir(bin, { recursive: true });
-  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
-  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
-  await tmux.start(
-    "v",
-    ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"].map(shellQuote)
-      .join(" "),
-    100,
-    30,
-    { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" },
-  );
-  await tmux.waitFor("v", "pane$");
+  await tmux.cwPane(home, "v", 100, 30, { TERM: "xterm" });
   await tmux.typeLine("v", `cw attach --read-only ${id}; echo EXIT=$?`);
   let got: string[] = [];
   await waitFor("the viewer to show vim's screen", async () => {
@@ -150,19 +138,7 @@ Deno.test("modes set megabytes of output ago come back on attach, with a small r
   const view = JSON.parse(await home.ok(["screen", id, "--json"]));
   assert.equal(view.alternate, true);
 
-  const bin = `${home.root}/bin`;
-  await Deno.mkdir(bin, { recursive: true });
-  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
-  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
-  await tmux.start(
-    "v",
-    ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"].map(shellQuote)
-      .join(" "),
-    80,
-    24,
-    { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" },
-  );
-  await tmux.waitFor("v", "pane$");
+  await tmux.cwPane(home, "v", 80, 24, { TERM: "xterm" });
   const flags = async () =>
     (await tmux.cmd(
       "display-message",
@@ -242,4 +218,85 @@ Deno.test("a kept model fed piece by piece, with resizes, renders as one built f
     kept.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("viewers of another size see the program clipped or padded from the top-left, live", async () => {
+  await using home = new CwHome();
+  await using tmux = new Tmux(home.root);
+  const file = `${home.root}/wide.txt`;
+  await Deno.writeTextFile(
+    file,
+    Array.from({ length: 300 }, (_, i) => `row ${i} ` + "abcdefghij".repeat(20)).join("\n"),
+  );
+  const id = await home.launch(
+    ["vim", "-u", "NONE", "-N", "-n", "-c", "set nowrap", "-c", "normal 100Gzt", file],
+  );
+  // the writable viewer sets the size: 120×35
+  await tmux.cwPane(home, "w", 120, 35, { TERM: "xterm" });
+  await tmux.typeLine("w", `cw attach ${id}`);
+  const program = async () => {
+    const view = JSON.parse(await home.ok(["screen", String(id), "--json"]));
+    return view.cols === 120 && view.rows === 35 ? view.lines as string[] : null;
+  };
+  await waitFor("vim at 120×35", async () => (await program())?.[0].startsWith("row 99 ") ?? false);
+  // read-only viewers, one smaller and one larger
+  await tmux.cwPane(home, "small", 90, 25, { TERM: "xterm" });
+  await tmux.cwPane(home, "large", 160, 50, { TERM: "xterm" });
+  await tmux.typeLine("small", `cw attach --read-only ${id}`);
+  await tmux.typeLine("large", `cw attach --read-only ${id}`);
+  const check = async (what: string) => {
+    let want: string[] = [];
+    let small: string[] = [];
+    let large: string[] = [];
+    await waitFor(what, async () => {
+      want = (await program()) ?? [];
+      small = (await tmux.capture("small")).split("\n").map((l) => l.trimEnd());
+      large = (await tmux.capture("large")).split("\n").map((l) => l.trimEnd());
+      return want.length === 35 &&
+        want.slice(0, 25).every((l, i) => small[i] === l.slice(0, 90).trimEnd()) &&
+        want.every((l, i) => large[i] === l.trimEnd()) &&
+        large.slice(35).every((l) => l === "");
+    }).catch((err) => {
+      assert.deepEqual(
+        { small: small.slice(0, 25), large: large.slice(0, 50) },
+        {
+          small: want.slice(0, 25).map((l) => l.slice(0, 90).trimEnd()),
+          large: [...want, ...Array(15).fill("")],
+        },
+        err.message,
+      );
+    });
+  };
+  await check("both viewers to show vim's 120×35 screen, clipped and padded");
+  // the program moves on: the viewers follow, still clipped
+  await tmux.keys("w", ["C-f"]);
+  await waitFor("vim to scroll", async () => !(await program())?.[0].startsWith("row 99 "));
+  await check("both viewers to follow vim");
+  // a second writable viewer takes the size: the first now sees the program padded, live
+  await tmux.cwPane(home, "w2", 100, 30, { TERM: "xterm" });
+  await tmux.typeLine("w2", `cw attach ${id}`);
+  let w: string[] = [];
+  let want: string[] = [];
+  await waitFor("the first writable viewer to show vim at 100×30", async () => {
+    const view = JSON.parse(await home.ok(["screen", String(id), "--json"]));
+    want = view.lines;
+    w = (await tmux.capture("w")).split("\n").map((l) => l.trimEnd());
+    return view.cols === 100 && view.rows === 30 &&
+      want.every((l, i) => w[i] === l.trimEnd()) && w.slice(30).every((l) => l === "");
+  }).catch((err) => assert.deepEqual(w, [...want, ...Array(5).fill("")], err.message));
+  // it leaves: the size is the first's again
+  await tmux.keys("w2", ["C-b", "d"]);
+  await check("the viewers to show vim at 120×35 again");
+  await waitFor(
+    "the first writable viewer to show vim 1:1",
+    async () => (await tmux.capture("w")).trimEnd() === (await program())?.join("\n").trimEnd(),
+  );
+  // leaving a clipped view leaves the terminal clean
+  await tmux.keys("small", ["C-b", "d"]);
+  await tmux.waitFor("small", "detached from session");
+  assert.equal(
+    (await tmux.cmd("display-message", "-p", "-t", "small", "#{alternate_on},#{cursor_flag}"))
+      .trim(),
+    "0,1",
+  );
 });

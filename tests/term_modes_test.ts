@@ -11,7 +11,7 @@ import { QueryFilter } from "../client/query_filter.ts";
 import { NodeClient } from "../client/node_client.ts";
 import { localDialer } from "../client/local.ts";
 import { FrameKind } from "../shared/protocol.ts";
-import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { CwHome, Tmux, waitFor } from "./helpers.ts";
 
 const enc = new TextEncoder();
 
@@ -94,15 +94,8 @@ const CLEAN = {
   mouse_sgr_flag: "0",
 };
 
-async function pane(tmux: Tmux, home: CwHome, name: string): Promise<void> {
-  const bin = `${home.root}/bin`;
-  await Deno.mkdir(bin, { recursive: true });
-  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
-  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
-  const shell = ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile", "-i"]
-    .map(shellQuote).join(" ");
-  await tmux.start(name, shell, 100, 30, { CW_HOME: home.home, HISTFILE: "", TERM: "xterm" });
-  await tmux.waitFor(name, "pane$");
+function pane(tmux: Tmux, home: CwHome, name: string): Promise<void> {
+  return tmux.cwPane(home, name, 100, 30, { TERM: "xterm" });
 }
 
 Deno.test("detach, session end and a lost node leave the outer terminal clean (vim, less, top)", async () => {

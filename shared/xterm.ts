@@ -1,7 +1,9 @@
 /**
  * The only file that touches npm `@xterm/headless` and `@xterm/addon-serialize`
- * (a terminal model and its serializer). node/model_worker.ts loads it (a worker started on first use),
- * so a node that never renders a screen does not pay its ~50 ms of loading.
+ * (a terminal model and its serializer). It is loaded only where a model is
+ * needed — the node's model worker (node/model_worker.ts, started on first
+ * use) and `cw attach` when it draws a program of another size
+ * (client/clipped_view.ts) — so nothing else pays its ~50 ms of loading.
  * The checker reads ./xterm_types.d.ts: the packages' own declarations would
  * bring the DOM's types into every file of the program.
  */
