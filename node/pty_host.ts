@@ -2,6 +2,8 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import type { FromWorker, ToWorker } from "./pty_messages.ts";
 import { CwError } from "../shared/errors.ts";
 import { PTY_INPUT_MAX } from "./limits.ts";
+import { openInputWriter, type PtyInput } from "./pty_input.ts";
+import tty from "node:tty";
 
 /** What the host needs to start a PTY. */
 export interface PtySpawn {
@@ -27,23 +29,45 @@ interface InputWaiter {
   done(posted: boolean): void;
 }
 
-/** Input of one PTY: bytes posted and not yet taken, and writers waiting for room. */
-interface PtyInput {
+/** One PTY, on the main thread: its descriptor's reader and writer, its input bound. */
+interface Pty {
+  handlers: PtyHandlers;
+  /** Input given to the writer and not yet taken by the kernel. */
   pending: number;
+  /** Writers waiting for room (or for the PTY to open), in order. */
   waiting: InputWaiter[];
+  /** Null until the worker has forked the program. */
+  reader: ReadStream | null;
+  writer: PtyInput | null;
+  /** The descriptor is closed (its number may name another file now). */
+  closed: boolean;
+  /** Resolves when reading has ended (the program's side closed: EIO). */
+  drained: Promise<void>;
+  onDrained(): void;
 }
 
+/** What node:tty's ReadStream is to this file. */
+type ReadStream = InstanceType<typeof tty.ReadStream>;
+
 /**
- * The main thread's side of the PTY worker. One worker serves every PTY of
- * the node; each is addressed by its session id.
+ * How long a program's output may still come after it exited: a process it
+ * left in the background can hold the PTY open for ever (node-pty's figure).
+ */
+const EXIT_DRAIN_MS = 200;
+
+/**
+ * The node's PTYs. The PTY worker (narrow permissions, the only user of
+ * node-pty's addon) forks programs and reports their exit; the bytes never
+ * cross a thread: this thread reads each master descriptor (node:tty) and
+ * writes it (libc, node/pty_input.ts). Each PTY is addressed by its session id.
  */
 export class PtyHost {
   #worker: Worker;
   #ready: Promise<void>;
   #isReady = false;
-  #handlers = new Map<number, PtyHandlers>();
+  #ptys = new Map<number, Pty>();
   #pending = new Map<number, { resolve(pid: number): void; reject(err: Error): void }>();
-  #inputs = new Map<number, PtyInput>();
+  #input = openInputWriter();
 
   /** Starts the worker with narrow permissions. */
   constructor() {
@@ -54,7 +78,7 @@ export class PtyHost {
         permissions: {
           ffi: ffiScope(),
           read: true,
-          write: true,
+          write: false,
           net: false,
           env: false,
           run: false,
@@ -82,12 +106,25 @@ export class PtyHost {
     return this.#ready;
   }
 
-  /** Spawns a PTY for session `id`; resolves with the child's pid. */
+  /**
+   * Spawns a PTY for session `id`; resolves with the child's pid. Input
+   * written from the moment this is called is kept for the program, in order
+   * (an SSH client's first bytes).
+   */
   async spawn(id: number, opts: PtySpawn, handlers: PtyHandlers): Promise<number> {
-    // once the worker is up, the spawn is posted before this returns: input
-    // written right after it (an SSH client's first bytes) lands in the PTY
+    let onDrained!: () => void;
+    const drained = new Promise<void>((resolve) => onDrained = resolve);
+    this.#ptys.set(id, {
+      handlers,
+      pending: 0,
+      waiting: [],
+      reader: null,
+      writer: null,
+      closed: false,
+      drained,
+      onDrained,
+    });
     if (!this.#isReady) await this.#ready;
-    this.#handlers.set(id, handlers);
     const pid = new Promise<number>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
     });
@@ -102,14 +139,13 @@ export class PtyHost {
    * when they were dropped because the PTY ended or `signal` aborted first.
    */
   write(id: number, data: Uint8Array, signal?: AbortSignal): Promise<boolean> {
-    if (!this.#handlers.has(id) || signal?.aborted) return Promise.resolve(false);
-    let input = this.#inputs.get(id);
-    if (!input) this.#inputs.set(id, input = { pending: 0, waiting: [] });
-    if (input.waiting.length === 0 && fits(input, data.byteLength)) {
-      this.#postInput(id, input, data);
+    const pty = this.#ptys.get(id);
+    if (!pty || pty.closed || signal?.aborted) return Promise.resolve(false);
+    if (pty.writer && pty.waiting.length === 0 && fits(pty, data.byteLength)) {
+      this.#give(pty, data);
       return Promise.resolve(true);
     }
-    const queue = input.waiting;
+    const queue = pty.waiting;
     return new Promise<boolean>((resolve) => {
       const waiter: InputWaiter = {
         data,
@@ -123,16 +159,16 @@ export class PtyHost {
         if (at === -1) return;
         queue.splice(at, 1);
         waiter.done(false);
-        this.#admit(id); // the next writer may fit now
+        this.#admit(pty); // the next writer may fit now
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       queue.push(waiter);
     });
   }
 
-  /** Bytes of input posted to PTY `id` that its program has not taken yet. */
+  /** Bytes of input written to PTY `id` that its program has not taken yet. */
   inputPending(id: number): number {
-    return this.#inputs.get(id)?.pending ?? 0;
+    return this.#ptys.get(id)?.pending ?? 0;
   }
 
   /** Resizes a PTY. */
@@ -140,72 +176,100 @@ export class PtyHost {
     this.#post({ t: "resize", id, cols, rows });
   }
 
-  /** Pauses or resumes reading a PTY's output. */
+  /** Pauses or resumes reading a PTY's output (the kernel then holds the program). */
   setPaused(id: number, paused: boolean): void {
-    this.#post({ t: "flow", id, paused });
+    const reader = this.#ptys.get(id)?.reader;
+    if (paused) reader?.pause();
+    else reader?.resume();
   }
 
-  /** Stops the worker. */
+  /** Stops the worker and closes every PTY. */
   terminate(): void {
     this.#worker.terminate();
+    for (const pty of this.#ptys.values()) this.#close(pty);
+    this.#ptys.clear();
   }
 
   #post(msg: ToWorker): void {
     this.#worker.postMessage(msg);
   }
 
-  #postInput(id: number, input: PtyInput, data: Uint8Array): void {
-    input.pending += data.byteLength;
-    this.#post({ t: "write", id, data });
+  #give(pty: Pty, data: Uint8Array): void {
+    pty.pending += data.byteLength;
+    pty.writer!.write(data);
   }
 
-  /** Posts the waiting writes that fit now, in order. */
-  #admit(id: number): void {
-    const input = this.#inputs.get(id);
-    if (!input) return;
-    while (input.waiting.length > 0 && fits(input, input.waiting[0].data.byteLength)) {
-      const waiter = input.waiting.shift()!;
-      this.#postInput(id, input, waiter.data);
+  /** Gives the waiting writes that fit now to the writer, in order. */
+  #admit(pty: Pty): void {
+    if (!pty.writer) return;
+    while (pty.waiting.length > 0 && fits(pty, pty.waiting[0].data.byteLength)) {
+      const waiter = pty.waiting.shift()!;
+      this.#give(pty, waiter.data);
       waiter.done(true);
     }
   }
 
-  /** The PTY is gone: waiting writes are dropped. */
-  #dropInput(id: number): void {
-    const input = this.#inputs.get(id);
-    this.#inputs.delete(id);
-    for (const waiter of input?.waiting ?? []) waiter.done(false);
+  /** The program runs on descriptor `fd`: read and write it from here on. */
+  #open(id: number, pty: Pty, fd: number): void {
+    const reader = new tty.ReadStream(fd);
+    pty.reader = reader;
+    pty.writer = this.#input.open(
+      fd,
+      (bytes) => {
+        pty.pending = Math.max(0, pty.pending - bytes);
+        pty.handlers.onInputTaken?.(bytes);
+        this.#admit(pty);
+      },
+      () => !pty.closed,
+    );
+    reader.on("data", (chunk: Uint8Array) => {
+      pty.writer?.kick();
+      pty.handlers.onData(chunk);
+    });
+    // the program's side closed (EIO), or the descriptor did: no more output
+    reader.on("error", () => pty.onDrained());
+    reader.on("end", () => pty.onDrained());
+    reader.on("close", () => pty.onDrained());
+    this.#admit(pty);
+  }
+
+  /** Closes the descriptor; input waiting for it is dropped. */
+  #close(pty: Pty): void {
+    if (pty.closed) return;
+    pty.closed = true;
+    pty.writer?.close();
+    pty.reader?.destroy();
+    pty.onDrained();
+    for (const waiter of pty.waiting) waiter.done(false);
+    pty.waiting = [];
   }
 
   #onMessage(msg: FromWorker): void {
+    if (msg.t === "ready") return;
+    const pty = this.#ptys.get(msg.id);
     switch (msg.t) {
       case "spawned":
+        if (pty) this.#open(msg.id, pty, msg.fd);
         this.#pending.get(msg.id)?.resolve(msg.pid);
         this.#pending.delete(msg.id);
         break;
       case "spawn_error":
-        this.#handlers.delete(msg.id);
-        this.#dropInput(msg.id);
+        if (pty) this.#close(pty);
+        this.#ptys.delete(msg.id);
         this.#pending.get(msg.id)?.reject(new CwError("spawn_failed", msg.message));
         this.#pending.delete(msg.id);
         break;
-      case "data":
-        this.#handlers.get(msg.id)?.onData(msg.data);
-        this.#post({ t: "ack", id: msg.id });
-        break;
-      case "input_taken": {
-        const input = this.#inputs.get(msg.id);
-        if (!input) break; // the PTY is gone
-        input.pending = Math.max(0, input.pending - msg.bytes);
-        this.#handlers.get(msg.id)?.onInputTaken?.(msg.bytes);
-        this.#admit(msg.id);
-        break;
-      }
       case "exit": {
-        const h = this.#handlers.get(msg.id);
-        this.#handlers.delete(msg.id);
-        this.#dropInput(msg.id);
-        h?.onExit(msg.exitCode, msg.signal);
+        if (!pty) break;
+        // the output still in the PTY comes first, then the exit
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<void>((resolve) => timer = setTimeout(resolve, EXIT_DRAIN_MS));
+        void Promise.race([pty.drained, late]).then(() => {
+          clearTimeout(timer);
+          this.#close(pty);
+          if (this.#ptys.get(msg.id) === pty) this.#ptys.delete(msg.id);
+          pty.handlers.onExit(msg.exitCode, msg.signal);
+        });
         break;
       }
     }
@@ -213,8 +277,8 @@ export class PtyHost {
 }
 
 /** Whether `n` more bytes of input fit; one write larger than the bound goes alone. */
-function fits(input: PtyInput, n: number): boolean {
-  return input.pending === 0 || input.pending + n <= PTY_INPUT_MAX;
+function fits(pty: Pty, n: number): boolean {
+  return pty.pending === 0 || pty.pending + n <= PTY_INPUT_MAX;
 }
 
 /**

@@ -1,19 +1,14 @@
 /**
- * PTY input written with libc's `write` on the master descriptor, for the
- * PTY worker. node-pty writes input through a Node socket whose write, on
- * Deno 2.9, resumes after a full kernel buffer (EAGAIN) only when the PTY
- * also produces output: a program that reads its input silently
+ * PTY input written with libc's `write` on the master descriptor, by the
+ * node's main thread (which owns the descriptors: node/pty_host.ts). A Node
+ * socket's write on Deno 2.9 resumes after a full kernel buffer (EAGAIN) only
+ * when the PTY also produces output: a program that reads its input silently
  * (`stty -echo; cat > file`) got ~12 KiB of a 800 KiB `cw send` and the rest
  * never. Here a write that meets a full buffer is retried on a short timer
- * (1 ms, doubling to 16 ms) and at once when the PTY has output.
- *
- * libc is reached through the PTY addon's own handle (dlsym searches the
- * addon's dependencies), so the worker's ffi permission, scoped to the
- * addon's directory, is enough; a compiled binary (ffi unscoped) opens libc.
- * Where both fail, {@link openInputWriter} returns null and the worker keeps
- * node-pty's own write.
+ * (1 ms, doubling to 16 ms) and at once when the PTY has output. The
+ * descriptor is non-blocking (the PTY addon makes it so): a write never
+ * blocks the thread.
  */
-import { createRequire } from "node:module";
 
 const RETRY_FIRST_MS = 1;
 const RETRY_MAX_MS = 16;
@@ -41,23 +36,10 @@ export interface PtyInput {
   close(): void;
 }
 
-/** Opens libc through the PTY addon; null where this platform or build cannot. */
-export function openInputWriter(): InputWriter | null {
-  if (Deno.build.os !== "linux") return null; // the addon's package name differs elsewhere
-  let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
-  try {
-    const require = createRequire(import.meta.url);
-    const pkg = createRequire(require.resolve("@lydell/node-pty/package.json"));
-    const arch = Deno.build.arch === "x86_64" ? "x64" : "arm64";
-    lib = Deno.dlopen(pkg.resolve(`@lydell/node-pty-linux-${arch}/pty.node`), SYMBOLS);
-  } catch {
-    // a compiled binary unpacks the addon elsewhere, and grants ffi unscoped: libc itself
-    try {
-      lib = Deno.dlopen("libc.so.6", SYMBOLS);
-    } catch {
-      return null;
-    }
-  }
+/** Opens libc; throws where this platform has none cw knows. */
+export function openInputWriter(): InputWriter {
+  const name = Deno.build.os === "darwin" ? "/usr/lib/libSystem.B.dylib" : "libc.so.6";
+  const lib = Deno.dlopen(name, SYMBOLS);
   const libc = lib;
   return {
     open(fd, taken, alive) {

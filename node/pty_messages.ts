@@ -12,25 +12,14 @@ export type ToWorker =
     cols: number;
     rows: number;
   }
-  /** Input; the worker answers `input_taken` once the kernel has taken all of it. */
-  | { t: "write"; id: number; data: Uint8Array }
   | { t: "resize"; id: number; cols: number; rows: number }
-  | { t: "close"; id: number }
-  /** Stop or restart reading the PTY (flow control from the viewers). */
-  | { t: "flow"; id: number; paused: boolean }
-  /** The main thread has taken the last `data` of this PTY. */
-  | { t: "ack"; id: number };
+  /** Hang up the program (SIGHUP), as a closing terminal would. */
+  | { t: "close"; id: number };
 
 /** worker → main. */
 export type FromWorker =
   | { t: "ready" }
-  | { t: "spawned"; id: number; pid: number }
+  /** The program runs; `fd` is the PTY's master descriptor, the main thread's from now on. */
+  | { t: "spawned"; id: number; pid: number; fd: number }
   | { t: "spawn_error"; id: number; message: string }
-  | { t: "data"; id: number; data: Uint8Array }
-  /**
-   * The kernel took the `bytes` of one `write` (or they were dropped: the PTY
-   * is gone). Input not yet taken is what a PTY holds for a program that does
-   * not read; the main thread bounds it (node/limits.ts PTY_INPUT_MAX).
-   */
-  | { t: "input_taken"; id: number; bytes: number }
   | { t: "exit"; id: number; exitCode: number; signal: number };
