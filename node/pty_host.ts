@@ -210,7 +210,7 @@ export class PtyHost {
   }
 
   /** The program runs on descriptor `fd`: read and write it from here on. */
-  #open(id: number, pty: Pty, fd: number): void {
+  #open(pty: Pty, fd: number): void {
     const reader = new tty.ReadStream(fd);
     pty.reader = reader;
     pty.writer = this.#input.open(
@@ -249,7 +249,7 @@ export class PtyHost {
     const pty = this.#ptys.get(msg.id);
     switch (msg.t) {
       case "spawned":
-        if (pty) this.#open(msg.id, pty, msg.fd);
+        if (pty) this.#open(pty, msg.fd);
         this.#pending.get(msg.id)?.resolve(msg.pid);
         this.#pending.delete(msg.id);
         break;
