@@ -3,7 +3,7 @@ import { CwError } from "../shared/errors.ts";
 import type { FramedConn } from "../shared/framed.ts";
 import type { NodeClient } from "./node_client.ts";
 import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
-import { concat, writeAll } from "./io.ts";
+import { concat, writeAll, writeOut } from "./io.ts";
 import { TerminalModes } from "../shared/term_modes.ts";
 import { QueryFilter } from "./query_filter.ts";
 import type { ClippedView } from "./clipped_view.ts";
@@ -187,7 +187,7 @@ function sameSize(a: { cols: number; rows: number }, b: { cols: number; rows: nu
 /** Writes output to the terminal as it is, noting the modes it sets. */
 async function show(state: Stream, bytes: Uint8Array): Promise<void> {
   state.modes?.feed(bytes);
-  await writeAll(Deno.stdout, bytes);
+  await writeOut(bytes);
 }
 
 /**
@@ -206,7 +206,7 @@ async function startView(state: Stream, size: { cols: number; rows: number }): P
   state.view = new ClippedView(size.cols, size.rows, viewer, (text) => {
     const bytes = encoder.encode(text);
     state.modes?.feed(bytes);
-    return writeAll(Deno.stdout, bytes);
+    return writeOut(bytes);
   });
 }
 

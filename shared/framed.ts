@@ -35,6 +35,7 @@ export class FramedConn {
   #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
   /** A socket's own read/write, used instead of its web streams when it has them (cheaper). */
   #raw: RawConn | null;
+  #readBuf: Uint8Array | null = null;
   #writing: Promise<unknown> = Promise.resolve();
   #decoder = new FrameDecoder();
   #queue: Frame[] = [];
@@ -108,9 +109,11 @@ export class FramedConn {
       const r = await this.#reader.read();
       return r.done ? null : r.value;
     }
-    const buf = new Uint8Array(READ_SIZE); // fresh: decoded frames are views into it
+    // one buffer read into again and again; what was read is copied out (decoded frames are
+    // views into it): a keystroke costs a copy of its few bytes, not a fresh 64 KiB
+    const buf = this.#readBuf ??= new Uint8Array(READ_SIZE);
     const n = await this.#raw!.read(buf);
-    return n === null ? null : buf.subarray(0, n);
+    return n === null ? null : buf.slice(0, n);
   }
 
   /** Sends a JSON frame. */
