@@ -614,16 +614,13 @@ async function status(args: string[], { targets }: Ctx): Promise<number> {
   });
   const { node, session: ref } = splitRef(needOne("status", positionals, "session"));
   const client = targets.client(node);
-  const { session, lastOutput } = await client.request<
-    { session: SessionInfo; lastOutput: string }
-  >({
-    op: "status",
-    session: ref,
-    lines: countOpt("status", "lines", values.lines),
-  });
+  const lines = countOpt("status", "lines", values.lines);
+  const { session, lastOutput, screen } = await client.request<
+    { session: SessionInfo; lastOutput: string; screen?: string[] }
+  >({ op: "status", session: ref, lines, screen: true });
   const text = new TextDecoder().decode(new AnsiStripper().push(Uint8Array.fromBase64(lastOutput)));
   if (values.json) {
-    console.log(JSON.stringify({ ...session, lastOutput: text }));
+    console.log(JSON.stringify({ ...session, lastOutput: text, ...(screen ? { screen } : {}) }));
     return 0;
   }
   const fields: [string, string][] = [
@@ -641,6 +638,12 @@ async function status(args: string[], { targets }: Ctx): Promise<number> {
     ["output", `${session.outputBytes} bytes`],
   ];
   for (const [k, v] of fields) console.log(`${(k + ":").padEnd(11)}${v}`);
+  if (screen) {
+    // a running program: the last rows of what it shows now (full-screen programs read right)
+    console.log("screen:");
+    for (const line of screen.slice(-(lines ?? 10))) console.log(`  ${printable(line)}`);
+    return 0;
+  }
   console.log("last output:");
   for (const line of text.split("\n")) if (line !== "") console.log(`  ${printable(line)}`);
   return 0;

@@ -33,7 +33,12 @@ export function parseRequest(value: Record<string, unknown>): Request {
       return { op, tag: v.string("tag"), status: status as SessionStatus | undefined };
     }
     case "status":
-      return { op, session: v.string("session", true)!, lines: v.count("lines") };
+      return {
+        op,
+        session: v.string("session", true)!,
+        lines: v.count("lines"),
+        screen: v.bool("screen"),
+      };
     case "kill":
       return {
         op,

@@ -141,7 +141,12 @@ export class SessionService {
             reader.size - STATUS_MAX_BYTES,
           );
           const tail = await reader.readAt(start, reader.size - start);
-          return respond({ session: s.info(), lastOutput: tail.toBase64() });
+          // the rows the program shows, without the blank ones below; none when the node is
+          // too busy rendering (the raw tail still answers)
+          const screen = req.screen && s.running
+            ? await this.screens.screen(s, false).then((v) => trimRows(v.lines), () => undefined)
+            : undefined;
+          return respond({ session: s.info(), lastOutput: tail.toBase64(), screen });
         } finally {
           reader.close();
         }
@@ -552,6 +557,13 @@ async function pumpFrom(
     ]);
     view.wake = null;
   }
+}
+
+/** Rows without the blank ones at the end. */
+function trimRows(lines: string[]): string[] {
+  let n = lines.length;
+  while (n > 0 && lines[n - 1].trim() === "") n--;
+  return lines.slice(0, n);
 }
 
 function sendEvent(conn: FramedConn, event: StreamEvent): Promise<void> {

@@ -180,7 +180,13 @@ export type Request =
     rows?: number;
   }
   | { op: "list"; tag?: string; status?: SessionStatus }
-  | { op: "status"; session: SessionRef; lines?: number }
+  | {
+    op: "status";
+    session: SessionRef;
+    lines?: number;
+    /** Also the program's screen now, as the node's model renders it (RESPONSE `screen`). */
+    screen?: boolean;
+  }
   | { op: "kill"; sessions?: SessionRef[]; tag?: string; all?: boolean; signal?: string }
   | { op: "send"; session: SessionRef; data: string /* base64 */ }
   | { op: "wait"; sessions?: SessionRef[]; tag?: string; condition?: "all" | "any" }

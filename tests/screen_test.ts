@@ -37,6 +37,10 @@ Deno.test("cw screen of vim and of a line program equals tmux's capture of the s
       assert.equal(got, expected, `${name}: ${err.message}`);
     });
   }
+  // cw status shows a running full-screen program's rows as it shows them
+  const status = JSON.parse(await home.ok(["status", "1", "--json"]));
+  assert.deepEqual(status.screen, (await tmux.capture("vim")).replace(/\n+$/, "").split("\n"));
+  assert.ok((await home.ok(["status", "1"])).includes("\nscreen:\n  line 1"));
   // --json tells the size, the cursor and the alternate screen; --ansi keeps colours
   const vim = JSON.parse(await home.ok(["screen", "1", "--json"]));
   assert.equal(vim.cols, 80);
