@@ -41,7 +41,8 @@ Networks: every credential reaches only its own network (default: "default").
 Admin commands work on --data-dir DIR (default ~/.codewire/relay), or on a
 running relay with --relay-url URL [--ca-cert FILE] and the admin token from
 --admin-token-file FILE, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.
-Plain http:// only to loopback, unless --insecure.`;
+Plain http:// only to loopback, unless --insecure. CW_RELAY_LISTEN sets the default
+--listen (the container image: 0.0.0.0:8443).`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   invite,

@@ -70,7 +70,10 @@ export function parseRelayArgs(args: string[]): RelayOptions {
       key: Deno.readTextFileSync(values["tls-key"]!),
     }
     : null;
-  const listen = parseListen(values.listen ?? (tls ? "0.0.0.0:443" : "127.0.0.1:8080"));
+  // CW_RELAY_LISTEN: the default address where flags are awkward (the container image's 8443)
+  const listen = parseListen(
+    values.listen ?? Deno.env.get("CW_RELAY_LISTEN") ?? (tls ? "0.0.0.0:443" : "127.0.0.1:8080"),
+  );
   const behindProxy = values["behind-proxy"] ?? null;
   if (!tls && !isLoopback(listen.hostname) && !behindProxy) {
     throw new RangeError(
