@@ -4,6 +4,7 @@
  * release directory served over HTTP on loopback).
  */
 import assert from "node:assert/strict";
+import { TARGETS } from "../scripts/compile.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -61,4 +62,79 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("install script: picks this OS and CPU's binary, checks its SHA-256, refuses a mismatch", async () => {
+  const dir = await Deno.makeTempDir();
+  // a release directory: stand-in binaries (they print a version) and their checksums
+  const release = `${dir}/release`;
+  await Deno.mkdir(release);
+  const sums: string[] = [];
+  for (const target of TARGETS) {
+    const body = `#!/bin/sh\necho "cw 9.9.9 (${target})"\n`;
+    await Deno.writeTextFile(`${release}/cw-${target}`, body);
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(body));
+    const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    sums.push(`${hex}  cw-${target}\n`);
+  }
+  await Deno.writeTextFile(`${release}/SHA256SUMS`, sums.join(""));
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const name = new URL(req.url).pathname.slice(1);
+    if (!/^[\w.-]+$/.test(name)) return new Response("no", { status: 404 });
+    try {
+      return new Response(await Deno.readFile(`${release}/${name}`));
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  // `uname` as another machine would answer it
+  const fake = async (s: string, m: string) => {
+    const bin = `${dir}/uname-${s}-${m}`;
+    await Deno.mkdir(bin, { recursive: true });
+    await Deno.writeTextFile(
+      `${bin}/uname`,
+      `#!/bin/sh\ncase "$1" in -s) echo ${s} ;; -m) echo ${m} ;; *) echo ${s} ;; esac\n`,
+      { mode: 0o755 },
+    );
+    return `${bin}:${Deno.env.get("PATH")}`;
+  };
+  const install = (to: string, path?: string) =>
+    run("sh", [`${ROOT}scripts/install.sh`], {
+      CW_RELEASE_URL: url,
+      CW_INSTALL_DIR: to,
+      HOME: dir,
+      ...(path ? { PATH: path } : {}),
+    });
+  try {
+    // this machine
+    const here = await install(`${dir}/a`);
+    assert.equal(here.code, 0, here.stderr);
+    assert.equal(
+      (await run(`${dir}/a/cw`, ["--version"])).stdout.trim(),
+      `cw 9.9.9 (${Deno.build.target})`,
+    );
+    assert.match(here.stdout, /installed cw 9\.9\.9/);
+    // a Mac with Apple silicon gets the aarch64 macOS binary
+    const mac = await install(`${dir}/b`, await fake("Darwin", "arm64"));
+    assert.equal(mac.code, 0, mac.stderr);
+    assert.match(
+      (await run(`${dir}/b/cw`, ["--version"])).stdout,
+      /\(aarch64-apple-darwin\)/,
+    );
+    // a CPU there is no build for: one clear line
+    const riscv = await install(`${dir}/c`, await fake("Linux", "riscv64"));
+    assert.equal(riscv.code, 1);
+    assert.match(riscv.stderr, /^cw install: no cw build for the riscv64 CPU/);
+    // a tampered binary: refused, nothing installed
+    await Deno.writeTextFile(`${release}/cw-${Deno.build.target}`, "#!/bin/sh\necho evil\n");
+    const bad = await install(`${dir}/d`);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /checksum mismatch .*nothing installed/);
+    await assert.rejects(Deno.stat(`${dir}/d/cw`));
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
