@@ -6,6 +6,11 @@
  */
 
 async function main(args: string[]): Promise<number> {
+  if (args.length === 1 && args[0] === "--version") {
+    // the one answer that needs no role at all
+    console.log(`cw ${(await import("./shared/version.ts")).VERSION}`);
+    return 0;
+  }
   if (args[0] === "node") return await (await import("./node/main.ts")).nodeCommand(args.slice(1));
   if (args[0] === "relay") {
     return await (await import("./relay/cli.ts")).relayCommand(args.slice(1));

@@ -6,6 +6,7 @@ import { exitCodeOf, LOST_EXIT_CODE } from "./exit_code.ts";
 import { concat, writeAll, writeOut } from "./io.ts";
 import { TerminalModes } from "../shared/term_modes.ts";
 import { QueryFilter } from "./query_filter.ts";
+import { acknowledge, REMOTE_WINDOW } from "./ack.ts";
 import type { ClippedView } from "./clipped_view.ts";
 
 /** The detach prefix: Ctrl+B, as in tmux. */
@@ -54,8 +55,6 @@ export class DetachKeys {
 
 /** How long a remote attach keeps trying to get back after a network loss. */
 const RESUME_WINDOW_MS = 60_000;
-/** Output credit asked for on remote transports (see the protocol's `ack`). */
-export const REMOTE_WINDOW = 2 * 1024 * 1024;
 
 /**
  * Attaches the terminal to a session: raw mode, history replay, live output,
@@ -369,26 +368,6 @@ async function readInput(state: Stream, readOnly: boolean): Promise<"detach"> {
     }
     if (detach) return "detach";
   }
-}
-
-/** Output is acknowledged in batches of this many bytes (a quarter of the window). */
-const ACK_EVERY = REMOTE_WINDOW / 4;
-const pendingAcks = new WeakMap<FramedConn, number>();
-
-/**
- * Counts `bytes` of output as consumed and tells the node once a batch is
- * full. Batching keeps acknowledgements off the keystroke path: a small ack
- * sent right after each echo would make the next keystroke wait behind it.
- */
-export function acknowledge(conn: FramedConn, bytes: number): Promise<void> {
-  const pending = (pendingAcks.get(conn) ?? 0) + bytes;
-  if (pending < ACK_EVERY) {
-    pendingAcks.set(conn, pending);
-    return Promise.resolve();
-  }
-  pendingAcks.set(conn, 0);
-  return conn.sendJson(FrameKind.EVENT, { type: "ack", bytes: pending } satisfies StreamEvent)
-    .catch(() => {});
 }
 
 function describeEnd(end: End): string {

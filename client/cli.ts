@@ -1,4 +1,4 @@
-import { parseArgs } from "node:util";
+import { parseArgs } from "../shared/args.ts";
 import { CwError } from "../shared/errors.ts";
 import {
   FrameKind,
@@ -13,15 +13,14 @@ import { checkSessionName, checkTag } from "../shared/names.ts";
 import { VERSION } from "../shared/version.ts";
 import { AnsiStripper } from "./ansi.ts";
 import { printable, printableArgv } from "../shared/printable.ts";
-import { acknowledge, attach, REMOTE_WINDOW } from "./attach.ts";
+import { acknowledge, REMOTE_WINDOW } from "./ack.ts";
 import { exitCodeOf } from "./exit_code.ts";
 import { COMMANDS, helpText, usageError } from "../shared/help.ts";
 import { concat, readAll, writeAll } from "./io.ts";
 import { nodeRunning } from "./local.ts";
 import type { NodeClient } from "./node_client.ts";
 import { splitRef, Targets } from "./targets.ts";
-import { serverCmd } from "./servers.ts";
-import { kv, login, logout, nodes, RelayUsageError, setup, sshKey } from "./relay_cmds.ts";
+import { RelayUsageError } from "./usage.ts";
 
 /** Exit code for a wait or watch that ran out of time, as timeout(1) does. */
 const TIMEOUT_EXIT = 124;
@@ -50,6 +49,11 @@ interface Ctx {
 
 type Handler = (args: string[], ctx: Ctx) => Promise<number>;
 
+/** The relay's commands (kv, nodes, login …), loaded on first use. */
+function relayCmds(): Promise<typeof import("./relay_cmds.ts")> {
+  return import("./relay_cmds.ts");
+}
+
 const HANDLERS: Record<string, Handler> = {
   launch,
   list,
@@ -62,13 +66,14 @@ const HANDLERS: Record<string, Handler> = {
   status,
   screen,
   stop,
-  setup: (args, ctx) => setup(args, ctx.home, ctx.targets.client(null)),
-  server: (args, ctx) => serverCmd(args, ctx.home),
-  nodes: (args, ctx) => nodes(args, ctx.home),
-  login: (args, ctx) => login(args, ctx.home),
-  logout: (args, ctx) => logout(args, ctx.home),
-  kv: (args, ctx) => kv(args, ctx.home),
-  "ssh-key": (args, ctx) => sshKey(args, ctx.home),
+  // the relay's and the servers' commands are loaded when used
+  setup: async (args, ctx) => (await relayCmds()).setup(args, ctx.home, ctx.targets.client(null)),
+  server: async (args, ctx) => (await import("./servers.ts")).serverCmd(args, ctx.home),
+  nodes: async (args, ctx) => (await relayCmds()).nodes(args, ctx.home),
+  login: async (args, ctx) => (await relayCmds()).login(args, ctx.home),
+  logout: async (args, ctx) => (await relayCmds()).logout(args, ctx.home),
+  kv: async (args, ctx) => (await relayCmds()).kv(args, ctx.home),
+  "ssh-key": async (args, ctx) => (await relayCmds()).sshKey(args, ctx.home),
 };
 
 /**
@@ -345,6 +350,7 @@ async function attachCmd(args: string[], { targets }: Ctx): Promise<number> {
     throw new UsageError("Give --history N or --no-history, not both", "attach");
   }
   const lines = values["no-history"] ? 0 : countOpt("attach", "history", values.history);
+  const { attach } = await import("./attach.ts");
   return await attach(targets.client(node), session, {
     readOnly: values["read-only"] === true,
     history: values["no-history"] !== true,

@@ -1,5 +1,4 @@
-import { basename, dirname, join } from "node:path";
-import { fileURLToPath as fromFileUrl } from "node:url";
+import { basename, dirname, fromFileUrl, join } from "../shared/path.ts";
 import { CwError } from "../shared/errors.ts";
 import { ensurePrivateDir, nodePaths } from "../shared/paths.ts";
 import { RUN_FLAGS } from "../shared/runtime.ts";
@@ -95,7 +94,9 @@ function startNode(home: string): Deno.ChildProcess {
 export function selfCommand(): string[] {
   const exe = Deno.execPath();
   if (!/^deno(\.exe)?$/.test(basename(exe))) return [exe];
-  const main = fromFileUrl(Deno.mainModule);
+  let main = fromFileUrl(Deno.mainModule);
+  // the bundled client (dist/cw-client.js, scripts/cw) starts the node from the sources beside it
+  if (main.endsWith(".js")) main = join(dirname(main), "..", "main.ts");
   const config = join(dirname(main), "deno.json");
   return [exe, "run", ...RUN_FLAGS, "--config", config, main];
 }

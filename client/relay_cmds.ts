@@ -3,7 +3,7 @@
  * `cw nodes`, `cw kv`, `cw ssh-key`. They use the user token saved by
  * `cw login`, or else the node credential saved by `cw setup`.
  */
-import { parseArgs } from "node:util";
+import { parseArgs } from "../shared/args.ts";
 import { CwError } from "../shared/errors.ts";
 import { parseDuration } from "../shared/duration.ts";
 import {
@@ -25,15 +25,9 @@ import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
 import { readAll, writeAll } from "./io.ts";
 import type { NodeClient } from "./node_client.ts";
+import { RelayUsageError } from "./usage.ts";
 
-/** A command-line mistake (exit 2). */
-export class RelayUsageError extends Error {
-  /** Builds the error. */
-  constructor(message: string) {
-    super(message);
-    this.name = "RelayUsageError";
-  }
-}
+export { RelayUsageError };
 
 function parse<T extends Record<string, { type: "string" | "boolean"; multiple?: boolean }>>(
   args: string[],

@@ -1,8 +1,8 @@
 /** `cw server add|remove|list`: saved direct WebSocket servers (no relay). */
-import { parseArgs } from "node:util";
+import { parseArgs } from "../shared/args.ts";
 import { CwError } from "../shared/errors.ts";
 import { loadServers, NODE_NAME_RE, saveServers } from "./targets.ts";
-import { RelayUsageError } from "./relay_cmds.ts";
+import { RelayUsageError } from "./usage.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
 

@@ -4,15 +4,13 @@
  * (`--server NAME`). Each is a {@link Dialer}; the commands are written once
  * against {@link NodeClient}.
  */
-import { join } from "node:path";
+import { join } from "../shared/path.ts";
 import { CwError } from "../shared/errors.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { loadRelayAccess } from "../shared/relay_config.ts";
 import { paths } from "../shared/api.ts";
 import { RELAY_NAME_RE } from "../shared/names.ts";
-import { wsDuplex } from "../shared/ws_duplex.ts";
-import { connectWebSocket } from "../shared/ws_client.ts";
 import { localDialer } from "./local.ts";
 import { type Dialer, NodeClient } from "./node_client.ts";
 
@@ -76,6 +74,11 @@ export function saveServers(home: string, servers: ServerEntry[]): void {
 function wsDialer(url: URL, token: string, caCert: string | null, what: string): Dialer {
   return async () => {
     try {
+      // loaded only for a remote target: a local command does not pay for them
+      const [{ connectWebSocket }, { wsDuplex }] = await Promise.all([
+        import("../shared/ws_client.ts"),
+        import("../shared/ws_duplex.ts"),
+      ]);
       const ws = await connectWebSocket(url, {
         headers: { authorization: `Bearer ${token}` },
         caCerts: caCert ? [caCert] : undefined,

@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { join } from "./path.ts";
 import { CwError } from "./errors.ts";
 
 /** Files of one node inside its data directory. */

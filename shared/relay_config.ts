@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { join } from "./path.ts";
 import { CwError } from "./errors.ts";
 import { isCleartextRemote } from "./net.ts";
 import { writeFileAtomic } from "./paths.ts";

@@ -138,3 +138,29 @@ Deno.test("install script: picks this OS and CPU's binary, checks its SHA-256, r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("scripts/cw: client commands run bundled (made when stale) and start the node from source", async () => {
+  const home = await Deno.makeTempDir();
+  const cw = (args: string[]) => run(`${ROOT}scripts/cw`, args, { CW_HOME: `${home}/h` });
+  try {
+    assert.match((await cw(["--version"])).stdout, /^cw \d+\.\d+\.\d+\n$/);
+    const bundle = await Deno.stat(`${ROOT}dist/cw-client.js`);
+    // it is at least as new as every source it was made from
+    for (const dir of ["client", "shared"]) {
+      for await (const e of Deno.readDir(`${ROOT}${dir}`)) {
+        if (!e.name.endsWith(".ts")) continue;
+        const m = (await Deno.stat(`${ROOT}${dir}/${e.name}`)).mtime!;
+        assert.ok(m <= bundle.mtime!, `${dir}/${e.name} is newer than the bundle`);
+      }
+    }
+    const id = (await cw(["launch", "--", "sh", "-c", "echo bundled-ok; exit 3"])).stdout.trim();
+    assert.equal((await cw(["wait", id])).code, 3);
+    assert.equal((await cw(["logs", id])).stdout, "bundled-ok\n");
+    // the node it started runs from the sources (main.ts), not the bundle
+    const info = JSON.parse((await cw(["list", "--json"])).stdout);
+    assert.equal(info.length, 1);
+  } finally {
+    await cw(["stop"]);
+    await Deno.remove(home, { recursive: true });
+  }
+});

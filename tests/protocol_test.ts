@@ -281,6 +281,10 @@ Deno.test("deno.json tasks run with exactly cw's flags", async () => {
   assert.equal(config.tasks.cw, `deno run ${RUN_FLAGS.join(" ")} main.ts`);
   assert.ok(config.tasks.test.startsWith(`deno test ${RUN_FLAGS.join(" ")} `));
   assert.ok(config.tasks.bench.startsWith(`deno run ${RUN_FLAGS.join(" ")} `));
+  // and the launcher scripts/cw (the container's cw too)
+  const shim = await Deno.readTextFile(new URL("../scripts/cw", import.meta.url));
+  const flags = /flags="--no-prompt ([^"]*)"/.exec(shim)?.[1].replace(/\\\n/g, "").split(/\s+/);
+  assert.deepEqual(flags, [...RUN_FLAGS]);
 });
 
 Deno.test("import rule: the project obeys it and a violation is caught", async () => {
