@@ -8,7 +8,7 @@
  * SSH host key) is intact. Skipped, saying why, where podman cannot run.
  */
 import assert from "node:assert/strict";
-import { CwHome, waitFor } from "./helpers.ts";
+import { CwHome, exists, runCommand, waitFor } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -24,26 +24,9 @@ const IMAGE = "localhost/cw-relay:test";
 /** The CA bundle of this machine, for the build's npm downloads (an intercepting proxy). */
 const HOST_CA = "/etc/ssl/certs/ca-certificates.crt";
 
-interface Out {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Out> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    env: { ...env, CONTAINERS_CONF: CONF },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output().catch((err) => ({
-    code: 127,
-    stdout: new Uint8Array(),
-    stderr: new TextEncoder().encode(String(err)),
-  }));
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** A command with podman's settings (runc, finite ulimits) in its environment. */
+function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  return runCommand(cmd, args, { ...env, CONTAINERS_CONF: CONF });
 }
 
 async function podman(...args: string[]): Promise<string> {
@@ -203,12 +186,3 @@ Deno.test({
     }
   },
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

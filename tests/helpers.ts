@@ -147,6 +147,47 @@ export async function waitFor<T>(
   }
 }
 
+/** What a finished command printed, and its exit code. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command to its end with no stdin; `env` is added to this process's
+ * environment. A command that cannot start reads as exit code 127.
+ */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CommandResult> {
+  const dec = new TextDecoder();
+  try {
+    const out = await new Deno.Command(cmd, {
+      args,
+      env: { ...Deno.env.toObject(), ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  } catch (err) {
+    return { code: 127, stdout: "", stderr: String(err) };
+  }
+}
+
+/** Whether a path exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Resolves with `promise`, or rejects once `ms` pass first. */
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -5,20 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { TARGETS } from "../scripts/compile.ts";
+import { runCommand } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(cmd, {
-    args,
-    env: { ...Deno.env.toObject(), ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const run = runCommand;
 
 async function hasCommand(cmd: string): Promise<boolean> {
   return (await run("sh", ["-c", `command -v ${cmd}`])).code === 0;

@@ -81,6 +81,8 @@ const TARGETS = {
   echoAddedP50Ms: 1,
   throughputMiBs: 50,
   listMs: 20,
+  /** `cw list dev-1` as a whole process through a loopback relay (the install issue). */
+  listCliMs: 60,
 };
 
 type Path = "bare" | "local" | "remote";
@@ -305,6 +307,8 @@ function medianRun(runs: EchoResult[]): EchoResult {
 interface ListResults {
   sessions: number;
   remoteCliP50Ms: number;
+  /** The same through scripts/cw (the bundled client). */
+  remoteShimP50Ms: number;
   localCliP50Ms: number;
   startupP50Ms: number;
   remoteRequestP50Ms: number;
@@ -399,6 +403,21 @@ async function measureList(rig: RemoteRig): Promise<ListResults> {
     throw new Error(`cw list ${NODE} and cw list differ:\n${remote.out}\n${local.out}`);
   }
   const startup = await cli(["--version"], STARTUP_RUNS);
+  // the same through the launcher users run (scripts/cw: the bundled client)
+  const shim = new URL("../cw", import.meta.url).pathname;
+  const shimTimes: number[] = [];
+  for (let i = 0; i < LIST_RUNS + 1; i++) {
+    const { ms } = await timed(async () => {
+      const out = await new Deno.Command(shim, {
+        args: ["list", NODE, "--json"],
+        env: home.env(),
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) throw new Error(`scripts/cw list ${NODE} failed`);
+    });
+    if (i > 0) shimTimes.push(ms); // the first may make the bundle
+  }
   // what the CLI does, without its start-up: dial (a new TLS WebSocket through
   // the relay, or the unix socket), HELLO, list
   const remoteRequestP50Ms = await inProcess(new Targets(home.home, null, false).client(NODE));
@@ -408,6 +427,7 @@ async function measureList(rig: RemoteRig): Promise<ListResults> {
     remoteSteps,
     sessions: (JSON.parse(local.out) as unknown[]).length,
     remoteCliP50Ms: remote.p50,
+    remoteShimP50Ms: percentile(shimTimes, 50),
     localCliP50Ms: local.p50,
     startupP50Ms: startup.p50,
     remoteRequestP50Ms,
@@ -447,9 +467,11 @@ function judge(io: IoResults, list: ListResults): Target[] {
       pass: skipped === 0 && failed === 0,
     },
     {
-      name: `cw list ${NODE} ≤ ${TARGETS.listMs} ms (CLI wall)`,
-      value: `${fmtMs(list.remoteCliP50Ms)} (start-up alone ${fmtMs(list.startupP50Ms)})`,
-      pass: list.remoteCliP50Ms <= TARGETS.listMs,
+      name: `cw list ${NODE} ≤ ${TARGETS.listCliMs} ms (CLI wall)`,
+      value: `${fmtMs(list.remoteShimP50Ms)} with scripts/cw; ${
+        fmtMs(list.remoteCliP50Ms)
+      } as deno run main.ts (start-up alone ${fmtMs(list.startupP50Ms)})`,
+      pass: list.remoteShimP50Ms <= TARGETS.listCliMs,
     },
     {
       name: `list ${NODE} ≤ ${TARGETS.listMs} ms in-process (without CLI start-up)`,
@@ -520,6 +542,7 @@ function report(head: string, io: IoResults, list: ListResults, targets: Target[
     `Control commands (p50 of ${list.runs} runs; ${list.sessions} sessions on the node)`,
     table(["what", "p50", "notes"], [
       [`cw list ${NODE}`, fmtMs(list.remoteCliP50Ms), "wall time of the CLI process, from source"],
+      [`scripts/cw list ${NODE}`, fmtMs(list.remoteShimP50Ms), "the bundled client"],
       ["cw list", fmtMs(list.localCliP50Ms), "the same, over the local socket"],
       ["cw --version", fmtMs(list.startupP50Ms), "process start-up floor, no node contact"],
       [
