@@ -1,5 +1,5 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile]`),
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container]`),
  * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
@@ -60,6 +60,7 @@ import { DEFAULT_NODES, runRelayBench } from "./bench/relay.ts";
 import { runRemoteBench } from "./bench/remote.ts";
 import { runSshBench } from "./bench/ssh.ts";
 import { runHostileBench } from "./bench/hostile.ts";
+import { runContainerBench } from "./bench/container.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -629,7 +630,7 @@ async function runStandalone(): Promise<void> {
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
 }
 
-const PARTS = ["standalone", "relay", "remote", "ssh", "hostile"] as const;
+const PARTS = ["standalone", "relay", "remote", "ssh", "hostile", "container"] as const;
 
 async function main(args: string[]): Promise<number> {
   let values;
@@ -658,6 +659,7 @@ async function main(args: string[]): Promise<number> {
     remote: runRemoteBench,
     ssh: runSshBench,
     hostile: runHostileBench,
+    container: runContainerBench,
   };
   for (const part of PARTS) {
     if (only !== "all" && only !== part) continue;
