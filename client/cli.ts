@@ -311,7 +311,7 @@ async function list(args: string[], { targets }: Ctx): Promise<number> {
   const rows = sessions.map((s) => [
     String(s.id),
     printable(s.name ?? "-"),
-    printable(s.status),
+    printable(s.state ?? s.status), // working or waiting while it runs
     s.status === "exited" ? String(s.exitCode) : printable(s.signal ?? "-"),
     age(now - Date.parse(s.startedAt)),
     printable(s.tags.join(",")) || "-",
@@ -492,10 +492,16 @@ async function wait(args: string[], { targets }: Ctx): Promise<number> {
     tag: { type: "string" },
     condition: { type: "string" },
     timeout: { type: "string" },
+    idle: { type: "boolean" },
+    for: { type: "string" },
   });
   if (positionals.length === 0 && values.tag === undefined) {
     throw new UsageError("Give sessions or --tag TAG", "wait");
   }
+  if (values.for !== undefined && !values.idle) {
+    throw new UsageError("--for goes with --idle", "wait");
+  }
+  const idleMs = values.idle ? durationOpt("wait", values.for) ?? 0 : undefined;
   if (values.tag !== undefined && positionals.length > 1) {
     throw new UsageError("With --tag, give at most a NODE", "wait");
   }
@@ -516,6 +522,7 @@ async function wait(args: string[], { targets }: Ctx): Promise<number> {
     sessions: refs.length ? refs : undefined,
     tag: values.tag,
     condition,
+    ...(values.idle ? { idle: true, idleMs } : {}),
   });
   const timeout = new Promise<"timeout">((resolve) => {
     if (timeoutMs !== undefined) timer = setTimeout(() => resolve("timeout"), timeoutMs);
@@ -526,13 +533,14 @@ async function wait(args: string[], { targets }: Ctx): Promise<number> {
       console.error(`cw: timed out after ${timeoutMs! / 1000} s`);
       return TIMEOUT_EXIT;
     }
+    // with --idle, a session still running is waiting for you: 0; an ended one, its code
+    const code = (s: SessionInfo) => values.idle && s.status === "running" ? 0 : exitCodeOf(s);
     if (condition === "any") {
       const first = result.sessions.find((s) => s.id === result.first) ?? result.sessions[0];
-      return exitCodeOf(first);
+      return code(first);
     }
     for (const s of result.sessions) {
-      const code = exitCodeOf(s);
-      if (code !== 0) return code;
+      if (code(s) !== 0) return code(s);
     }
     return 0;
   } finally {
@@ -633,6 +641,11 @@ async function status(args: string[], { targets }: Ctx): Promise<number> {
     ["id", String(session.id)],
     ["name", printable(session.name ?? "-")],
     ["status", printable(session.status)],
+    [
+      "state",
+      printable(session.state ?? session.status) +
+      (session.stateSince ? ` for ${age(Date.now() - Date.parse(session.stateSince))}` : ""),
+    ],
     ["exit code", session.exitCode === null ? "-" : String(session.exitCode)],
     ["signal", printable(session.signal ?? "-")],
     ["pid", session.pid === null ? "-" : String(session.pid)],

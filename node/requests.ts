@@ -54,7 +54,14 @@ export function parseRequest(value: Record<string, unknown>): Request {
       if (condition !== undefined && condition !== "all" && condition !== "any") {
         throw bad(`Unknown condition "${condition}"; use all or any`);
       }
-      return { op, sessions: v.strings("sessions"), tag: v.string("tag"), condition };
+      return {
+        op,
+        sessions: v.strings("sessions"),
+        tag: v.string("tag"),
+        condition,
+        idle: v.bool("idle"),
+        idleMs: v.count("idleMs"),
+      };
     }
     case "attach":
       return {

@@ -213,14 +213,52 @@ export class SessionService {
     }
 
     let first: number | null = null;
-    const ends = sessions.map((s) => s.ended().then(() => first ??= s.meta.id));
+    const unsubscribe: (() => void)[] = [];
+    const ends = sessions.map((s) =>
+      (req.idle ? this.#idleOrEnded(s, req.idleMs ?? 0, unsubscribe) : s.ended())
+        .then(() => first ??= s.meta.id)
+    );
     const done = req.condition === "any" ? Promise.race(ends) : Promise.all(ends);
     // a client that goes away (e.g. its --timeout) ends the wait
     const gone = conn.next().then(() => "gone" as const);
-    if (await Promise.race([done.then(() => "done" as const), gone]) === "gone") return;
+    try {
+      if (await Promise.race([done.then(() => "done" as const), gone]) === "gone") return;
+    } finally {
+      for (const u of unsubscribe) u();
+    }
     await conn.sendJson(FrameKind.RESPONSE, {
       sessions: sessions.map((s) => s.info()),
       first,
+    });
+  }
+
+  /**
+   * Resolves when `s` has been `waiting` for `forMs`, or has ended. Its
+   * clean-up goes into `cleanups` (the wait may end first for another reason).
+   */
+  #idleOrEnded(s: Session, forMs: number, cleanups: (() => void)[]): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const check = () => {
+        clearTimeout(timer);
+        if (!s.running) return done();
+        const now = s.activityOf?.(s);
+        if (now?.activity !== "waiting") return;
+        const left = now.since + forMs - Date.now();
+        if (left <= 0) return done();
+        timer = setTimeout(check, left);
+      };
+      const off = this.#host.manager.activity.onChange((x) => x === s && check());
+      cleanups.push(() => {
+        off();
+        clearTimeout(timer);
+      });
+      s.ended().then(done);
+      check();
     });
   }
 

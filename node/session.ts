@@ -1,4 +1,5 @@
 import type { SessionInfo, SessionStatus } from "../shared/protocol.ts";
+import type { Activity } from "./activity.ts";
 import { ByteRing } from "./ring.ts";
 import { OutputLog } from "./output_log.ts";
 import { TermHistory } from "./term_history.ts";
@@ -43,6 +44,10 @@ export class Session {
   size = { cols: 80, rows: 24 };
   /** Modes and sizes along the output, for the terminal model (node/screen.ts). */
   readonly history: TermHistory;
+  /** When the program last printed (ms epoch; its start before that). */
+  lastOutputAt = Date.now();
+  /** Working or waiting, while it runs (set by the manager: node/activity.ts). */
+  activityOf: ((s: Session) => { activity: Activity; since: number }) | null = null;
   #log: OutputLog | null;
   #viewers = new Set<Viewer>();
   #flow: FlowControl | null = null;
@@ -76,6 +81,7 @@ export class Session {
     this.ring.write(data);
     this.meta.outputBytes = this.ring.end;
     this.history.feed(data, this.ring.end);
+    this.lastOutputAt = Date.now();
     if (this.#viewers.size > 0) this.#checkFlow();
     this.#notify();
   }
@@ -196,7 +202,17 @@ export class Session {
 
   /** A copy of the public info. */
   info(): SessionInfo {
-    return { ...this.meta, argv: [...this.meta.argv], tags: [...this.meta.tags] };
+    const info: SessionInfo = {
+      ...this.meta,
+      argv: [...this.meta.argv],
+      tags: [...this.meta.tags],
+    };
+    if (this.running && this.activityOf) {
+      const { activity, since } = this.activityOf(this);
+      info.state = activity;
+      info.stateSince = new Date(since).toISOString();
+    } else info.state = this.meta.status === "running" ? "working" : this.meta.status;
+    return info;
   }
 
   #notify(): void {

@@ -5,6 +5,7 @@ import type { SessionInfo, SessionRef, SessionStatus } from "../shared/protocol.
 import { parseSignal, signalName } from "../shared/signals.ts";
 import { logSize, OutputLog } from "./output_log.ts";
 import type { PtyHost } from "./pty_host.ts";
+import { ActivityMonitor } from "./activity.ts";
 import { Session } from "./session.ts";
 import type { MetaStore } from "./store.ts";
 
@@ -42,11 +43,14 @@ export class SessionManager {
   #sessions = new Map<number, Session>();
   #now: () => Date;
   #closing = false;
+  /** Working or waiting, for the running sessions (node/activity.ts). */
+  readonly activity: ActivityMonitor;
 
   /** A manager; call {@link load} before use. */
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? (() => new Date());
+    this.activity = new ActivityMonitor(() => this.#sessions.values());
   }
 
   /** Loads sessions from disk; those that were running when a node died become `lost`. */
@@ -66,6 +70,7 @@ export class SessionManager {
         }
       }
       const session = new Session(meta, dir, this.#opts.ringBytes, null);
+      session.activityOf = (x) => this.activity.of(x);
       this.#sessions.set(meta.id, session);
     }
   }
@@ -121,6 +126,7 @@ export class SessionManager {
       TERM: spec.env.TERM && spec.env.TERM !== "dumb" ? spec.env.TERM : "xterm-256color",
     };
     this.#sessions.set(id, session);
+    session.activityOf = (x) => this.activity.of(x);
     session.resized(spec.cols, spec.rows);
     session.setFlowControl({
       pause: () => this.#opts.pty.setPaused(id, true),
@@ -238,6 +244,7 @@ export class SessionManager {
    * `graceMs`) and saves all metadata.
    */
   async shutdown(graceMs: number): Promise<void> {
+    this.activity.close();
     this.#closing = true;
     const running = this.list({ status: "running" });
     for (const s of running) signalGroup(s, "SIGHUP");

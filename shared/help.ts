@@ -41,10 +41,12 @@ unless --no-newline; --stdin and --file send their bytes exactly.`,
 stripped). Ends when the session ends, with its exit code; 124 on timeout.`,
   },
   wait: {
-    usage: "cw wait SESSION... | --tag TAG [--condition all|any] [--timeout S]",
+    usage: "cw wait SESSION... | --tag TAG [--condition all|any] [--idle [--for D]] [--timeout S]",
     text: `Wait for sessions to end. Exits with the session's exit code (for several:
 the first non-zero; with --condition any: the first to end). Killed sessions
-give 128+signal, lost ones 255, a timeout 124.`,
+give 128+signal, lost ones 255, a timeout 124. --idle: also done when a session
+is waiting (quiet for 3 s and not using CPU: waiting for you), for D more
+with --for; a waiting session gives 0.`,
   },
   kill: {
     usage: "cw kill SESSION... | --tag TAG | --all [--signal SIG]",

@@ -8,7 +8,9 @@
  *   before its memory; service managers should still set `LimitNOFILE=`
  *   (systemd) or `ulimit -n` high: a process cannot go past the hard limit;
  * - TCP_NODELAY on a listening socket Deno opened itself (Deno.serve has no
- *   option for it), which accepted sockets inherit on Linux.
+ *   option for it), which accepted sockets inherit on Linux;
+ * - small reads of /proc/PID files, which Deno refuses without --allow-all
+ *   (the node's view of its sessions' CPU: node/activity.ts).
  */
 
 /** Soft and hard `RLIMIT_NOFILE`; null when the platform does not say. */
@@ -77,6 +79,9 @@ const SYMBOLS = {
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
 } as const;
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
 
@@ -120,5 +125,37 @@ export function setListenerNoDelay(port: number): boolean {
     return false;
   } finally {
     lib?.close();
+  }
+}
+
+let procLibc: Libc | null | undefined;
+
+/**
+ * Reads a small file of /proc (Linux), at most `max` bytes; null when it
+ * cannot. Deno refuses every read under /proc/PID without --allow-all, so the
+ * node, which watches its sessions' processes (node/activity.ts), reads them
+ * through libc; nothing else should.
+ */
+export function readProcFile(path: string, max = 4096): string | null {
+  if (Deno.build.os !== "linux" || !path.startsWith("/proc/")) return null;
+  try {
+    procLibc ??= openLibc();
+  } catch {
+    procLibc = null;
+  }
+  if (!procLibc) return null;
+  const fd = procLibc.symbols.open(new TextEncoder().encode(`${path}\0`), 0o2000000); // O_CLOEXEC
+  if (fd < 0) return null;
+  try {
+    const buf = new Uint8Array(max);
+    let got = 0;
+    while (got < max) {
+      const n = Number(procLibc.symbols.read(fd, buf.subarray(got), BigInt(max - got)));
+      if (n <= 0) break;
+      got += n;
+    }
+    return new TextDecoder().decode(buf.subarray(0, got));
+  } finally {
+    procLibc.symbols.close(fd);
   }
 }

@@ -159,6 +159,15 @@ export interface SessionInfo {
   endedAt: string | null;
   /** Bytes of output produced so far. */
   outputBytes: number;
+  /**
+   * What it is doing: a running session is `working` (output within the last
+   * 3 s, or a quiet program using CPU) or `waiting` (quiet and idle: for an
+   * interactive program, waiting for input); an ended one has its status.
+   * (Absent from nodes older than this field.)
+   */
+  state?: "working" | "waiting" | SessionStatus;
+  /** When a running session's state began (ISO 8601). */
+  stateSince?: string;
 }
 
 /** A request names a session by id (`"3"`) or name. */
@@ -189,7 +198,15 @@ export type Request =
   }
   | { op: "kill"; sessions?: SessionRef[]; tag?: string; all?: boolean; signal?: string }
   | { op: "send"; session: SessionRef; data: string /* base64 */ }
-  | { op: "wait"; sessions?: SessionRef[]; tag?: string; condition?: "all" | "any" }
+  | {
+    op: "wait";
+    sessions?: SessionRef[];
+    tag?: string;
+    condition?: "all" | "any";
+    /** Also done when a session is `waiting` (for at least `idleMs`), not only when it ends. */
+    idle?: boolean;
+    idleMs?: number;
+  }
   | {
     op: "attach";
     session: SessionRef;

@@ -63,7 +63,7 @@ Deno.test("launch prints the id alone, sets the environment, and list shows it",
   assert.deepEqual((await listJson(home, ["--status", "running"])).map((s) => s.id), [2]);
   const table = await home.ok(["list"]);
   assert.match(table, /^ID\s+NAME\s+STATUS\s+EXIT\s+AGE\s+TAGS\s+COMMAND$/m);
-  assert.match(table, /^2\s+-\s+running\s+-\s+\d+s\s+t2\s+sleep 30$/m);
+  assert.match(table, /^2\s+-\s+(?:working|waiting)\s+-\s+\d+s\s+t2\s+sleep 30$/m);
 });
 
 Deno.test("argv from a launch is shown escaped: no escape sequence reaches the viewer", async () => {

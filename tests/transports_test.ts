@@ -411,7 +411,7 @@ function scenarios(t: Transport): void {
     assert.match(table, /^ID\s+NAME\s+STATUS\s+EXIT\s+AGE\s+TAGS\s+COMMAND$/m);
     assert.match(
       table,
-      new RegExp(`^${id}\\s+lst-a\\s+running\\s+-\\s+\\d+s\\s+lst\\s+sleep 300$`, "m"),
+      new RegExp(`^${id}\\s+lst-a\\s+(?:working|waiting)\\s+-\\s+\\d+s\\s+lst\\s+sleep 300$`, "m"),
     );
     assert.match(
       table,

@@ -1,0 +1,64 @@
+/**
+ * Session state for people and scripts: `working` (output lately, or a quiet
+ * program using CPU), `waiting` (quiet and idle: waiting for you), or how it
+ * ended — in `cw list`, `cw status --json`, and `cw wait --idle [--for D]`.
+ */
+import assert from "node:assert/strict";
+import { CwHome, waitFor } from "./helpers.ts";
+import type { SessionInfo } from "../shared/protocol.ts";
+
+async function info(home: CwHome, id: number): Promise<SessionInfo> {
+  return JSON.parse(await home.ok(["status", String(id), "--json"]));
+}
+
+Deno.test("state: working while it prints, waiting once quiet and idle; list and status say so", async () => {
+  await using home = new CwHome();
+  const id = await home.launch(["sh", "-c", "echo started; read answer; echo got $answer"]);
+  assert.equal((await info(home, id)).state, "working");
+  await waitFor("the session to wait", async () => (await info(home, id)).state === "waiting");
+  const s = await info(home, id);
+  assert.ok(Date.now() - Date.parse(s.stateSince!) < 10_000);
+  assert.match(await home.ok(["list"]), new RegExp(`^${id}\\s+-\\s+waiting\\s`, "m"));
+  assert.match(await home.ok(["status", String(id)]), /^state:\s+waiting for \d+s$/m);
+  // an answer makes it work again, then it ends
+  await home.ok(["send", String(id), "yes"]);
+  await home.ok(["wait", String(id)]);
+  const ended = await info(home, id);
+  assert.equal(ended.state, "exited");
+  assert.equal(ended.stateSince, undefined);
+});
+
+Deno.test("state: a quiet program busy on the CPU is working; wait --idle does not return for it", async () => {
+  await using home = new CwHome();
+  const id = await home.launch(["sh", "-c", "while :; do :; done"]);
+  // quiet from the start: past the output's 3 s it must still read as working
+  const r = await home.run(["wait", String(id), "--idle", "--timeout", "5s"]);
+  assert.equal(r.code, 124, r.stderr);
+  assert.equal((await info(home, id)).state, "working");
+  await home.ok(["kill", String(id), "--signal", "KILL"]);
+});
+
+Deno.test("wait --idle returns when a session starts waiting, --for that much later; an end is an end", async () => {
+  await using home = new CwHome();
+  const id = await home.launch([
+    "sh",
+    "-c",
+    "for i in 1 2 3; do echo step $i; sleep 0.3; done; read x",
+  ]);
+  const t0 = Date.now();
+  const r = await home.run(["wait", String(id), "--idle"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(Date.now() - t0 >= 3000, "returned before the output was quiet for 3 s");
+  const s = await info(home, id);
+  assert.equal(s.state, "waiting");
+  // --for: it has been waiting that long when wait returns
+  const f = await home.run(["wait", String(id), "--idle", "--for", "2s"]);
+  assert.equal(f.code, 0, f.stderr);
+  assert.ok(Date.now() - Date.parse((await info(home, id)).stateSince!) >= 2000);
+  // a session that ends before it waits: its exit code
+  const quick = await home.launch(["sh", "-c", "exit 5"]);
+  assert.equal((await home.run(["wait", String(quick), "--idle"])).code, 5);
+  // --for without --idle is a usage error
+  assert.equal((await home.run(["wait", String(id), "--for", "1s"])).code, 2);
+  await home.ok(["kill", String(id)]);
+});
