@@ -12,6 +12,11 @@ export interface NodeConfig {
   /** PEM files for `listen` (wss). */
   tlsCert: string | null;
   tlsKey: string | null;
+  /**
+   * Where notices go (node/notify.ts): a session starts waiting, or ends.
+   * https://, or http:// to loopback. Off by default.
+   */
+  notifyUrl: string | null;
 }
 
 /** Defaults for every setting. */
@@ -21,6 +26,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   listen: null,
   tlsCert: null,
   tlsKey: null,
+  notifyUrl: null,
 };
 
 const UNITS: Record<string, number> = { "": 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
@@ -55,6 +61,8 @@ export function loadConfig(home: string): NodeConfig {
   for (const [key, value] of Object.entries(raw)) {
     if (key === "sessionLogBytes" || key === "sessionRingBytes") {
       config[key] = parseBytes(value, key);
+    } else if (key === "notifyUrl") {
+      config.notifyUrl = value === null ? null : checkNotifyUrl(value, path);
     } else if (key === "listen" || key === "tlsCert" || key === "tlsKey") {
       if (typeof value !== "string" && value !== null) {
         throw new CwError("bad_request", `Setting "${key}" in ${path} must be a string`);
@@ -63,4 +71,22 @@ export function loadConfig(home: string): NodeConfig {
     } else throw new CwError("bad_request", `Unknown setting "${key}" in ${path}`);
   }
   return config;
+}
+
+/** A webhook address: https, or http to loopback (notices carry screen lines). */
+function checkNotifyUrl(value: unknown, path: string): string {
+  let url: URL;
+  try {
+    url = new URL(String(value));
+  } catch {
+    throw new CwError("bad_request", `Setting "notifyUrl" in ${path} is not a URL`);
+  }
+  const loopback = ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    throw new CwError(
+      "bad_request",
+      `Setting "notifyUrl" in ${path} must be https:// (http:// only to loopback)`,
+    );
+  }
+  return url.href;
 }

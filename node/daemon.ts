@@ -10,6 +10,10 @@ import { runDialback } from "./ssh_session.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
+import { type Notice, Notifier } from "./notify.ts";
+import { trimRows } from "./screen.ts";
+import type { Session } from "./session.ts";
+import { NOTIFY_LINES } from "./limits.ts";
 import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
 import { raiseFdLimit } from "../shared/libc.ts";
@@ -147,6 +151,8 @@ class Daemon {
   #done!: () => void;
   #startedAt = new Date();
   #budget: FdBudget;
+  #notifyUrl: string | null;
+  #notifier: Notifier | null = null;
   readonly finished: Promise<void>;
 
   constructor(
@@ -157,6 +163,7 @@ class Daemon {
     budget: FdBudget,
   ) {
     this.#budget = budget;
+    this.#notifyUrl = config.notifyUrl;
     this.#paths = paths;
     this.#logger = logger;
     this.#opts = opts;
@@ -201,6 +208,7 @@ class Daemon {
       reloadRelay: () => this.#reloadRelay(service),
     });
     this.#service = service;
+    if (this.#notifyUrl) this.#notices(this.#notifyUrl, service);
     await this.#reloadRelay(service);
     this.#accept(this.#listener, service);
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
@@ -208,6 +216,32 @@ class Daemon {
     }
     // the node outlives the terminal that started it
     Deno.addSignalListener("SIGHUP", () => {});
+  }
+
+  /** Sends a notice when a session starts waiting or ends (node/notify.ts). */
+  #notices(url: string, service: SessionService): void {
+    const notifier = new Notifier(url, this.#logger);
+    this.#notifier = notifier;
+    const send = async (s: Session, event: Notice["event"]) => {
+      let lines: string[] = [];
+      try {
+        lines = trimRows((await service.screens.screen(s, false)).lines).slice(-NOTIFY_LINES);
+      } catch {
+        // the node is busy rendering: the notice goes without its lines
+      }
+      const { id, name, argv, tags, status, exitCode, signal, state } = s.info();
+      notifier.send({
+        event,
+        node: loadRelayConfig(this.#paths.home)?.name ?? Deno.hostname(),
+        session: { id, name, argv, tags, status, exitCode, signal, state },
+        at: new Date().toISOString(),
+        lines,
+      });
+    };
+    this.#manager.activity.onChange((s, activity) => {
+      if (activity === "waiting") void send(s, "waiting");
+    });
+    this.#manager.onEnd((s) => void send(s, "exited"));
   }
 
   /** Serves the protocol over WebSocket too (direct mode). */
@@ -292,6 +326,7 @@ class Daemon {
       }
       this.#pty.terminate();
       this.#service?.screens.close();
+      this.#notifier?.close();
       this.#logger.info("stopped");
       this.#done();
     })();

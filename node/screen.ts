@@ -235,3 +235,10 @@ export class Screens {
 }
 
 class OutOfStep extends Error {}
+
+/** Rows without the blank ones at the end. */
+export function trimRows(lines: string[]): string[] {
+  let n = lines.length;
+  while (n > 0 && lines[n - 1].trim() === "") n--;
+  return lines.slice(0, n);
+}

@@ -20,7 +20,7 @@ import { parseRequest } from "./requests.ts";
 import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
-import { Screens } from "./screen.ts";
+import { Screens, trimRows } from "./screen.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -595,13 +595,6 @@ async function pumpFrom(
     ]);
     view.wake = null;
   }
-}
-
-/** Rows without the blank ones at the end. */
-function trimRows(lines: string[]): string[] {
-  let n = lines.length;
-  while (n > 0 && lines[n - 1].trim() === "") n--;
-  return lines.slice(0, n);
 }
 
 function sendEvent(conn: FramedConn, event: StreamEvent): Promise<void> {

@@ -43,6 +43,7 @@ export class SessionManager {
   #sessions = new Map<number, Session>();
   #now: () => Date;
   #closing = false;
+  #onEnd = new Set<(s: Session) => void>();
   /** Working or waiting, for the running sessions (node/activity.ts). */
   readonly activity: ActivityMonitor;
 
@@ -266,6 +267,12 @@ export class SessionManager {
     else session.finish("exited", exitCode, null, this.#now());
     session.meta.pid = null;
     this.#opts.store.save(session.meta);
+    for (const fn of this.#onEnd) fn(session);
+  }
+
+  /** Calls `fn` when a running session's program ends. */
+  onEnd(fn: (s: Session) => void): void {
+    this.#onEnd.add(fn);
   }
 }
 

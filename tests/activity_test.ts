@@ -62,3 +62,64 @@ Deno.test("wait --idle returns when a session starts waiting, --for that much la
   assert.equal((await home.run(["wait", String(id), "--for", "1s"])).code, 2);
   await home.ok(["kill", String(id)]);
 });
+
+Deno.test("notices: a webhook gets waiting and exited, with the screen's last lines, retried after a 5xx", async () => {
+  const got: { body: Record<string, unknown>; auth: string | null; status: number }[] = [];
+  let refuse = 1; // the first delivery is answered 500: it must come again
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const body = await req.json();
+    const status = refuse-- > 0 ? 500 : 200;
+    got.push({ body, auth: req.headers.get("authorization"), status });
+    return new Response(null, { status });
+  });
+  await using home = new CwHome();
+  await Deno.mkdir(home.home, { mode: 0o700 });
+  await Deno.writeTextFile(
+    `${home.home}/config.json`,
+    JSON.stringify({ notifyUrl: `http://127.0.0.1:${server.addr.port}/hook` }),
+  );
+  try {
+    const id = await home.launch(["sh", "-c", "echo 'Proceed? [y/n]'; read x; exit 4"]);
+    await waitFor(
+      "the waiting notice, delivered",
+      () => got.some((g) => g.body.event === "waiting" && g.status === 200),
+      20_000,
+    );
+    const waiting = got.filter((g) => g.body.event === "waiting");
+    assert.equal(waiting.length, 2, "refused once, then delivered");
+    assert.deepEqual(waiting[0].body, waiting[1].body);
+    const notice = waiting[1].body as {
+      node: string;
+      session: { id: number; state: string };
+      lines: string[];
+    };
+    assert.equal(notice.session.id, id);
+    assert.equal(notice.session.state, "waiting");
+    assert.ok(notice.lines.includes("Proceed? [y/n]"), JSON.stringify(notice.lines));
+    assert.ok(notice.node.length > 0);
+    // the answer ends it: an exited notice with its code
+    await home.ok(["send", String(id), "y"]);
+    await waitFor("the exited notice", () => got.some((g) => g.body.event === "exited"));
+    const exited = got.find((g) => g.body.event === "exited")!.body as {
+      session: { status: string; exitCode: number };
+    };
+    assert.equal(exited.session.status, "exited");
+    assert.equal(exited.session.exitCode, 4);
+    // no credential ever goes with a notice
+    assert.ok(got.every((g) => g.auth === null));
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("notices: a webhook in clear text to another host is refused at start", async () => {
+  await using home = new CwHome();
+  await Deno.mkdir(home.home, { mode: 0o700 });
+  await Deno.writeTextFile(
+    `${home.home}/config.json`,
+    JSON.stringify({ notifyUrl: "http://example.com/hook" }),
+  );
+  const r = await home.run(["list"]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /notifyUrl.*https:\/\//);
+});
