@@ -171,10 +171,16 @@ interface Stream {
   redrawing?: boolean;
 }
 
+/**
+ * Most cells of a program this client draws with a model of its own (~12 bytes each): a
+ * larger one (or a node that says so) is shown as its bytes come.
+ */
+const VIEW_MAX_CELLS = 2_000_000;
+
 function sizeOf(v: unknown): { cols: number; rows: number } | null {
   const s = v as { cols?: unknown; rows?: unknown } | null;
   return s && Number.isInteger(s.cols) && Number.isInteger(s.rows) && (s.cols as number) > 0 &&
-      (s.rows as number) > 0
+      (s.rows as number) > 0 && (s.cols as number) * (s.rows as number) <= VIEW_MAX_CELLS
     ? { cols: s.cols as number, rows: s.rows as number }
     : null;
 }

@@ -29,6 +29,8 @@ export const BUSY_TICKS_PER_S = 10;
 const TICK_MS = 1000;
 /** Most processes walked per session tree per sample (a fork bomb stays cheap to watch). */
 const MAX_TREE = 256;
+/** Most processes read per tick over all sessions; the rest wait for the next tick. */
+const MAX_PER_TICK = 4096;
 
 /** What a running session is doing. */
 export type Activity = "working" | "waiting";
@@ -84,6 +86,7 @@ export class ActivityMonitor {
   #tick(): void {
     const now = Date.now();
     const seen = new Set<number>();
+    let budget = MAX_PER_TICK;
     for (const s of this.#sessions()) {
       if (!s.running) continue;
       const id = s.meta.id;
@@ -91,7 +94,10 @@ export class ActivityMonitor {
       // CPU matters only once the output is quiet; sampled from 2 ticks before, so that two
       // samples (a rate) exist when the output's 3 s are up
       if (this.#proc && now - s.lastOutputAt >= QUIET_MS - 2 * TICK_MS && s.meta.pid) {
-        const ticks = treeTicks(s.meta.pid);
+        if (budget <= 0) continue; // sampled at the next tick; its last judgement stands
+        const read = { processes: 0 };
+        const ticks = treeTicks(s.meta.pid, read);
+        budget -= read.processes;
         const last = this.#samples.get(id);
         if (ticks !== null) {
           this.#samples.set(id, { ticks, at: now });
@@ -120,13 +126,17 @@ export class ActivityMonitor {
   }
 }
 
-/** CPU clock ticks (user + system) of `pid` and its descendants; null if it is gone. */
-export function treeTicks(pid: number): number | null {
+/**
+ * CPU clock ticks (user + system) of `pid` and its descendants; null if it is
+ * gone. `read.processes` counts the processes looked at.
+ */
+export function treeTicks(pid: number, read = { processes: 0 }): number | null {
   let total = 0;
   let found = false;
   const queue = [pid];
   for (let n = 0; queue.length > 0 && n < MAX_TREE; n++) {
     const p = queue.shift()!;
+    read.processes++;
     const stat = readText(`/proc/${p}/stat`);
     if (stat === null) continue;
     // the command name (field 2) may hold spaces and parentheses: fields follow the last ")"

@@ -121,6 +121,7 @@ export class Screens {
     const fits = Math.max(0, Math.floor(MODEL_MAX_CELLS / s.size.cols) - s.size.rows);
     const scrollback = Math.min(Math.max(lines, MODEL_SCROLLBACK), fits);
     const kept = cold ? undefined : this.#kept.get(id);
+
     const reader = new LogReader(s.dir);
     let msg: RenderMessage;
     try {
@@ -153,6 +154,18 @@ export class Screens {
         sizes: s.history.sizesIn(from, end),
         want,
       };
+      // a model holds every cell of its screen: a PTY sized to millions of cells (a writable
+      // viewer may resize up to PTY_MAX_SIZE²) is not rendered at all
+      const tooBig = [s.size, ...(base ? [base] : []), ...msg.sizes].find((z) =>
+        z.cols * z.rows > MODEL_MAX_CELLS
+      );
+      if (tooBig) {
+        this.#drop(id);
+        throw new CwError(
+          "too_large",
+          `The session's terminal (${tooBig.cols}×${tooBig.rows}) is too large to render`,
+        );
+      }
       this.#kept.set(id, {
         offset: end,
         scrollback: msg.scrollback,

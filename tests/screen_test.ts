@@ -304,3 +304,25 @@ Deno.test("viewers of another size see the program clipped or padded from the to
     "0,1",
   );
 });
+
+Deno.test("a terminal sized to millions of cells is not rendered: a clear error, the node unharmed", async () => {
+  await using home = new CwHome();
+  const id = String(await home.launch(["sh", "-c", "echo hello; sleep 600"]));
+  const client = new NodeClient(localDialer(home.home, false));
+  // a writable viewer may size the PTY up to 10,000 × 10,000
+  const { conn } = await client.stream({
+    op: "attach",
+    session: id,
+    cols: 3000,
+    rows: 3000,
+  });
+  conn.close();
+  const r = await home.run(["screen", id]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /3000×3000\) is too large to render/);
+  // an attach asking for a snapshot gets the raw history instead
+  const attach = await client.stream({ op: "attach", session: id, readOnly: true, snapshot: 10 });
+  assert.equal(attach.response.snapshot, undefined);
+  attach.conn.close();
+  await home.ok(["list"]);
+});
