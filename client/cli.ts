@@ -74,6 +74,7 @@ const HANDLERS: Record<string, Handler> = {
   logout: async (args, ctx) => (await relayCmds()).logout(args, ctx.home),
   kv: async (args, ctx) => (await relayCmds()).kv(args, ctx.home),
   "ssh-key": async (args, ctx) => (await relayCmds()).sshKey(args, ctx.home),
+  web: async (args, ctx) => (await relayCmds()).web(args, ctx.home),
 };
 
 /**

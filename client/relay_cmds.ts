@@ -16,7 +16,14 @@ import {
   saveLogin,
   saveRelayConfig,
 } from "../shared/relay_config.ts";
-import { checkResponse, type NodeRow, paths, type WhoAmI } from "../shared/api.ts";
+import {
+  checkResponse,
+  type NodeRow,
+  paths,
+  type WebCode,
+  type WebSessionRow,
+  type WhoAmI,
+} from "../shared/api.ts";
 import { RELAY_NAME_RE } from "../shared/names.ts";
 import { printable } from "../shared/printable.ts";
 import { VERSION } from "../shared/version.ts";
@@ -504,4 +511,70 @@ export async function sshKey(args: string[], home: string): Promise<number> {
         "Usage: cw ssh-key add [PATH] | list [--json] | remove FINGERPRINT",
       );
   }
+}
+
+// ---------------------------------------------------------------- web
+
+const WEB_USAGE = "cw web [--json] | cw web sessions [--json] | cw web revoke ID";
+
+/**
+ * `cw web`: a one-time login link for a browser (2 minutes, once), printed
+ * with a QR code for a phone; `cw web sessions`, `cw web revoke ID`.
+ */
+export async function web(args: string[], home: string): Promise<number> {
+  const [sub] = args;
+  const rest = sub === "sessions" || sub === "revoke" ? args.slice(1) : args;
+  const { values, positionals } = parse(rest, { json: { type: "boolean" } });
+  const config = requireRelay(home);
+  if (sub === "sessions") {
+    if (positionals.length) throw new RelayUsageError(`Usage: ${WEB_USAGE}`);
+    const res = await relayFetch(config, paths.webSessions);
+    await throwForStatus(res);
+    const { sessions } = await res.json() as { sessions: WebSessionRow[] };
+    if (values.json) {
+      console.log(JSON.stringify(sessions));
+      return 0;
+    }
+    if (sessions.length === 0) {
+      console.error("No browser sessions.");
+      return 0;
+    }
+    const head = ["ID", "PRINCIPAL", "SINCE", "LAST USED", "ADDRESS", "BROWSER"];
+    const rows = sessions.map((s) => [
+      printable(s.id),
+      printable(s.principal) + (s.readOnly ? " (read-only)" : ""),
+      printable(s.createdAt),
+      printable(s.lastUsedAt),
+      printable(s.addr),
+      printable(s.userAgent.slice(0, 40)),
+    ]);
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    for (const r of [head, ...rows]) {
+      console.log(r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+    }
+    return 0;
+  }
+  if (sub === "revoke") {
+    if (positionals.length !== 1) throw new RelayUsageError(`Usage: ${WEB_USAGE}`);
+    const res = await relayFetch(config, paths.webSession(positionals[0]), { method: "DELETE" });
+    await throwForStatus(res);
+    console.error(`Ended browser session ${printable(positionals[0])}.`);
+    return 0;
+  }
+  if (positionals.length) throw new RelayUsageError(`Usage: ${WEB_USAGE}`);
+  const res = await relayFetch(config, paths.webCodes, { method: "POST" });
+  await throwForStatus(res);
+  const code = await res.json() as WebCode;
+  if (values.json) {
+    console.log(JSON.stringify(code));
+    return 0;
+  }
+  // the link is a secret for 2 minutes: on stdout only, never in a log
+  console.log(code.url);
+  if (Deno.stdout.isTerminal()) {
+    const { qrLines } = await import("./qr.ts");
+    console.log(qrLines(code.url).join("\n"));
+  }
+  console.error(`Open it within 2 minutes (until ${code.expiresAt}); it works once.`);
+  return 0;
 }

@@ -10,6 +10,7 @@ import { RateLimiter } from "../shared/rate_limit.ts";
 import { addressKey } from "../shared/guarded_listener.ts";
 import type { AuditLog } from "./audit.ts";
 import { type Ctx, type Env, peerOf } from "./http.ts";
+import { cookieToken, sameOrigin, type WebSessions } from "./web.ts";
 import {
   ADMIN,
   type Authenticator,
@@ -29,6 +30,10 @@ export interface GateDeps {
   connections: Connections;
   audit: AuditLog;
   authMode: "token" | "none";
+  /** Browser sessions (absent: cookies are ignored). */
+  web?: WebSessions;
+  /** The relay's public URL (a browser's pages come from its origin). */
+  baseUrl: () => string;
 }
 
 /** Authenticates requests; see the file's comment. */
@@ -48,8 +53,14 @@ export class Gate {
    * always gets in: an attacker behind the same NAT must not lock out its
    * users, so the limiter only decides how a *failed* attempt is answered.
    */
-  async authenticate(c: Ctx): Promise<Principal> {
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+  async authenticate(c: Ctx, opts: { cookie?: boolean } = {}): Promise<Principal> {
+    const header = c.req.header("authorization");
+    const m = /^Bearer\s+(\S+)$/i.exec(header ?? "");
+    // a browser's session cookie, when there is no bearer token (relay/web.ts)
+    const cookie = header === undefined && opts.cookie !== false && this.#deps.web
+      ? cookieToken(c)
+      : null;
+    if (cookie !== null) return await this.#fromCookie(c, cookie);
     const found = m ? await this.#deps.auth.principalOf(m[1]) : null;
     const peer = peerOf(c);
     if (this.#deps.authMode === "none") {
@@ -77,6 +88,56 @@ export class Gate {
     }
     peer?.trust();
     return found;
+  }
+
+  /**
+   * The principal of a browser session. A cookie goes with every request a
+   * browser makes to this host, whichever page asks: what changes anything,
+   * and every WebSocket, must come from the relay's own origin.
+   */
+  async #fromCookie(c: Ctx, token: string): Promise<Principal> {
+    const found = this.#deps.web!.principalOf(token);
+    if (!found) {
+      await this.failed(c, "invalid session cookie");
+      throw new CwError("unauthorized", "Your browser session has ended: open a new login link");
+    }
+    const method = c.req.method;
+    const upgrade = (c.req.header("upgrade") ?? "").toLowerCase() === "websocket";
+    if (
+      (upgrade || (method !== "GET" && method !== "HEAD")) && !sameOrigin(c, this.#deps.baseUrl())
+    ) {
+      this.#deps.audit.record({
+        event: "refused",
+        principal: found.principal.id,
+        network: found.principal.network,
+        addr: c.get("addr"),
+        route: `${method} ${new URL(c.req.url).pathname}`.slice(0, 200),
+        reason: "cross-origin request with a browser session",
+      });
+      throw new CwError("forbidden", "Cross-origin requests may not use a browser session");
+    }
+    peerOf(c)?.trust();
+    return found.principal;
+  }
+
+  /**
+   * Counts a failed attempt from this request's address: throws `rate_limited`
+   * past the limit, else audits it.
+   */
+  failed(c: Ctx, reason: string): Promise<void> {
+    const addr = c.get("addr");
+    if (!this.#failures.take(addressKey(addr))) {
+      throw new CwError("rate_limited", "Too many failed attempts from this address; try later");
+    }
+    this.#deps.audit.record({
+      event: "auth_failed",
+      principal: null,
+      network: null,
+      addr,
+      route: `${c.req.method} ${new URL(c.req.url).pathname}`.slice(0, 200),
+      reason,
+    });
+    return Promise.resolve();
   }
 
   /**

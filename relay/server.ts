@@ -27,6 +27,7 @@ import { adminRoutes } from "./routes_admin.ts";
 import { clientRoutes } from "./routes_client.ts";
 import { type GatewayKey, parsePublicKey } from "./ssh_gateway.ts";
 import type { RelayStore } from "./store.ts";
+import { webRoutes, WebSessions } from "./web.ts";
 
 /** What the relay app needs; all passed in, nothing read from globals. */
 export interface RelayDeps {
@@ -81,6 +82,7 @@ export function createRelay(deps: RelayDeps): Relay {
   const hub = new Hub();
   const metrics = new Metrics();
   const connections = new Connections();
+  const web = new WebSessions(now);
   const app = new Hono<Env>();
 
   /** Ends everything a principal holds: a node's link, and every connection it authenticated. */
@@ -88,10 +90,16 @@ export function createRelay(deps: RelayDeps): Relay {
     auth.forget();
     if (id.startsWith("node:")) hub.disconnect(id.slice(5), reason);
     connections.cut(id);
+    web.cut(id);
   };
   /** After another process changed the data dir: cut whoever lost access. */
   const recheck = async () => {
-    for (const id of [...connections.ids(), ...hub.all().map((l) => `node:${l.name}`)]) {
+    const ids = [
+      ...connections.ids(),
+      ...web.principalIds(),
+      ...hub.all().map((l) => `node:${l.name}`),
+    ];
+    for (const id of new Set(ids)) {
       const colon = id.indexOf(":");
       if (colon === -1) continue; // the admin: nothing to revoke
       const [kind, name] = [id.slice(0, colon), id.slice(colon + 1)];
@@ -112,7 +120,14 @@ export function createRelay(deps: RelayDeps): Relay {
     poll: deps.pollAuth,
     onChange: () => void recheck().catch((err) => deps.logger.warn(`revocation check: ${err}`)),
   });
-  const gate = new Gate({ auth, connections, audit: deps.audit, authMode: deps.authMode });
+  const gate = new Gate({
+    auth,
+    connections,
+    audit: deps.audit,
+    authMode: deps.authMode,
+    web,
+    baseUrl,
+  });
   // a key taken out of the data dir's authorized_keys ends its SSH sessions too
   let keysFileMtime: number | null = null;
   const keysWatch = deps.pollAuth && deps.authorizedKeysFile
@@ -184,6 +199,7 @@ export function createRelay(deps: RelayDeps): Relay {
     baseUrl,
     cutOff,
   });
+  webRoutes(app, { web, gate, audit: deps.audit, baseUrl });
   clientRoutes(app, {
     store: deps.store,
     audit: deps.audit,
@@ -217,6 +233,11 @@ export function createRelay(deps: RelayDeps): Relay {
       paths.audit,
       paths.dialback,
       paths.nodeLink,
+      paths.webCodes,
+      paths.webLogin,
+      paths.webLogout,
+      paths.webSessions,
+      `${paths.webSessions}/:id`,
     ]
   ) {
     app.all(path, (c) => {

@@ -67,6 +67,11 @@ export const paths = {
     `${API_PREFIX}/kv/${encodeURIComponent(ns)}${
       key === undefined ? "" : `/${encodeURIComponent(key)}`
     }`,
+  webCodes: `${API_PREFIX}/web/codes`,
+  webLogin: `${API_PREFIX}/web/login`,
+  webLogout: `${API_PREFIX}/web/logout`,
+  webSessions: `${API_PREFIX}/web/sessions`,
+  webSession: (id: string) => `${API_PREFIX}/web/sessions/${encodeURIComponent(id)}`,
   nodeLink: "/node/connect",
   dialback: "/node/dialback",
 } as const;
@@ -205,7 +210,34 @@ export type AuditEvent =
   | "user_revoked"
   | "key_added"
   | "key_removed"
-  | "refused";
+  | "refused"
+  | "web_code_created"
+  | "web_login"
+  | "web_login_failed"
+  | "web_session_ended";
+
+/** `POST /api/v1/web/codes`: a one-time login link for a browser. */
+export interface WebCode {
+  /** Open it in a browser: the code is in the fragment, which is never sent to a server. */
+  url: string;
+  expiresAt: string;
+}
+
+/** One browser session, as `GET /api/v1/web/sessions` lists it (never its secret). */
+export interface WebSessionRow {
+  id: string;
+  /** Whose credential made its login link: `node:N`, `user:N`, `admin`. */
+  principal: string;
+  network: string | null;
+  readOnly: boolean;
+  createdAt: string;
+  lastUsedAt: string;
+  addr: string;
+  userAgent: string;
+}
+
+/** The cookie that carries a browser session (HttpOnly, Secure, SameSite=Strict). */
+export const WEB_COOKIE = "cw_session";
 
 /** One line of the audit log. Never holds a secret. */
 export interface AuditEntry {
