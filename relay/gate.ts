@@ -10,7 +10,7 @@ import { RateLimiter } from "../shared/rate_limit.ts";
 import { addressKey } from "../shared/guarded_listener.ts";
 import type { AuditLog } from "./audit.ts";
 import { type Ctx, type Env, peerOf } from "./http.ts";
-import { cookieToken, sameOrigin, type WebSessions } from "./web.ts";
+import { cookieToken, fromOwnPages, type WebSessions } from "./web.ts";
 import {
   ADMIN,
   type Authenticator,
@@ -104,7 +104,7 @@ export class Gate {
     const method = c.req.method;
     const upgrade = (c.req.header("upgrade") ?? "").toLowerCase() === "websocket";
     if (
-      (upgrade || (method !== "GET" && method !== "HEAD")) && !sameOrigin(c, this.#deps.baseUrl())
+      (upgrade || (method !== "GET" && method !== "HEAD")) && !fromOwnPages(c, this.#deps.baseUrl())
     ) {
       this.#deps.audit.record({
         event: "refused",

@@ -28,6 +28,7 @@ import { clientRoutes } from "./routes_client.ts";
 import { type GatewayKey, parsePublicKey } from "./ssh_gateway.ts";
 import type { RelayStore } from "./store.ts";
 import { webRoutes, WebSessions } from "./web.ts";
+import { webAssetRoutes } from "./web_assets.ts";
 
 /** What the relay app needs; all passed in, nothing read from globals. */
 export interface RelayDeps {
@@ -200,6 +201,7 @@ export function createRelay(deps: RelayDeps): Relay {
     cutOff,
   });
   webRoutes(app, { web, gate, audit: deps.audit, baseUrl });
+  webAssetRoutes(app);
   clientRoutes(app, {
     store: deps.store,
     audit: deps.audit,

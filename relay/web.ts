@@ -201,7 +201,7 @@ export function cookieToken(c: Ctx): string | null {
  * the host it was sent to. (A browser always sends Origin on a POST, DELETE
  * or WebSocket upgrade; a page of another site cannot forge it.)
  */
-export function sameOrigin(c: Ctx, baseUrl: string): boolean {
+export function fromOwnPages(c: Ctx, baseUrl: string): boolean {
   const origin = c.req.header("origin");
   if (!origin) return false;
   try {
@@ -240,7 +240,7 @@ export function webRoutes(
 
   // the page trades the code for the cookie
   app.post(paths.webLogin, async (c) => {
-    if (!sameOrigin(c, deps.baseUrl())) {
+    if (!fromOwnPages(c, deps.baseUrl())) {
       throw new CwError("forbidden", "Log in from the relay's own page");
     }
     const body = await c.req.json().catch(() => null) as { code?: unknown } | null;
@@ -273,7 +273,7 @@ export function webRoutes(
     const token = cookieToken(c);
     const found = token ? web.principalOf(token) : null;
     if (found) {
-      if (!sameOrigin(c, deps.baseUrl())) {
+      if (!fromOwnPages(c, deps.baseUrl())) {
         throw new CwError("forbidden", "Log out from the relay's own page");
       }
       web.end(found.session);

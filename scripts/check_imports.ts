@@ -1,12 +1,12 @@
 /**
- * Enforces the dependency rule: relay/, node/ and client/ never import one
+ * Enforces the dependency rule: relay/, node/, client/ and web/ never import one
  * another, and shared/ imports none of them. Exits 1 listing every violation.
  *
  * Usage: deno run --allow-read scripts/check_imports.ts [ROOT]
  */
 import { dirname, join, relative, resolve } from "node:path";
 
-const ROLES = ["relay", "node", "client"] as const;
+const ROLES = ["relay", "node", "client", "web"] as const;
 const LAYERS = [...ROLES, "shared"] as const;
 
 /** One forbidden import. */

@@ -25,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { RUN_FLAGS } from "../shared/runtime.ts";
 import { VERSION } from "../shared/version.ts";
+import { buildWeb } from "./web_build.ts";
 
 /** Every target cw ships for. */
 export const TARGETS = [
@@ -35,9 +36,9 @@ export const TARGETS = [
 ] as const;
 
 /** Files loaded at run time that `deno compile` cannot see statically. */
-const INCLUDES = ["node/pty_worker.ts", "node/model_worker.ts"];
+const INCLUDES = ["node/pty_worker.ts", "node/model_worker.ts", "web/dist"];
 /** What a compiled cw is made of (copied for each target's build). */
-const SOURCES = ["deno.json", "deno.lock", "main.ts", "shared", "node", "client", "relay"];
+const SOURCES = ["deno.json", "deno.lock", "main.ts", "shared", "node", "client", "relay", "web"];
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
@@ -88,6 +89,8 @@ async function deno(args: string[], cwd: string): Promise<{ ok: boolean; log: st
  */
 export async function prepareTarget(target: string): Promise<{ dir: string } | Outcome> {
   const { os, arch } = npmPlatform(target);
+  // the web client's files, which the binary carries (web/dist)
+  await buildWeb();
   const dir = await Deno.makeTempDir({ prefix: `cw-compile-${target}-` });
   for (const name of SOURCES) {
     const cp = await new Deno.Command("cp", { args: ["-R", join(root, name), dir] }).output();

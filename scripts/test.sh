@@ -30,6 +30,7 @@ need=(
   runc:runc
   debootstrap:debootstrap          # ... its local Debian base image
   systemd-analyze:systemd          # the service units are verified
+  chromium:chromium                # the web client, in a real browser
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -118,6 +118,11 @@ Deno.test({
           return res?.status === 200;
         }, 20_000);
       await healthy();
+      // the web client is in the image
+      const page = await fetch(`${url}/`, { client });
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get("content-security-policy") ?? "", /default-src 'self'/);
+      assert.match(await page.text(), /<script type="module" src="\/web\/app\.js">/);
       // the image's own health check, and the user it runs as
       await podman("healthcheck", "run", name);
       assert.equal((await podman("exec", name, "id", "-u")).trim(), "10001");

@@ -1,0 +1,278 @@
+/// <reference lib="dom" />
+/**
+ * cw in the browser: nodes → a node's sessions → a session's live terminal,
+ * on the relay that serves this page. It speaks the node protocol
+ * (shared/protocol.ts, shared/framed.ts) over a WebSocket to
+ * /api/v1/nodes/NAME/connect, authenticated by the session cookie that a
+ * one-time login link (`cw web`) set. Bundled by scripts/web_build.ts;
+ * nothing comes from anywhere else.
+ *
+ * A session opens read-only, from its screen snapshot; "Take control"
+ * attaches again writable at the window's size. On a phone a key row gives
+ * the keys its keyboard lacks, and a box sends a line of text.
+ */
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
+import { FrameKind, type Request, type SessionInfo, type StreamEvent } from "../shared/protocol.ts";
+import { wsDuplex } from "../shared/ws_duplex.ts";
+import type { NodeRow, WhoAmI } from "../shared/api.ts";
+
+const main = document.getElementById("main")!;
+const crumbs = document.getElementById("crumbs")!;
+const who = document.getElementById("who")!;
+const enc = new TextEncoder();
+
+/** Output credit asked of the node, acknowledged in quarters (see the protocol's `ack`). */
+const WINDOW = 2 * 1024 * 1024;
+
+/** An element with text (never HTML: every string here came from someone else). */
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  text = "",
+  props: Partial<HTMLElementTagNameMap[K]> = {},
+): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  e.textContent = text;
+  Object.assign(e, props);
+  return e;
+}
+
+async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const res = await fetch(path, { credentials: "same-origin", ...init });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
+  return body as T;
+}
+
+function show(...children: Node[]): void {
+  main.replaceChildren(...children);
+}
+
+function fail(err: unknown): void {
+  show(el("p", String((err as Error)?.message ?? err), { className: "error" }));
+}
+
+/** A protocol connection to node `name` through this relay, HELLO done. */
+async function connect(name: string): Promise<FramedConn> {
+  const url = new URL(`/api/v1/nodes/${encodeURIComponent(name)}/connect`, location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const conn = new FramedConn(wsDuplex(new WebSocket(url)));
+  await conn.sendJson(FrameKind.HELLO, helloFrame());
+  checkHello(await conn.next());
+  return conn;
+}
+
+/** One request and its response on a new connection. */
+async function call<T>(name: string, req: Request): Promise<{ conn: FramedConn; response: T }> {
+  const conn = await connect(name);
+  await conn.sendJson(FrameKind.REQUEST, req);
+  const frame = await conn.next();
+  if (!frame) throw new Error("The node closed the connection");
+  if (frame.kind === FrameKind.ERROR) throw new Error(String(frame.value.message));
+  if (frame.kind !== FrameKind.RESPONSE) throw new Error("Unexpected answer");
+  return { conn, response: frame.value as T };
+}
+
+// ---------------------------------------------------------------- pages
+
+async function nodesPage(): Promise<void> {
+  crumbs.replaceChildren();
+  const { nodes } = await api<{ nodes: NodeRow[] }>("/api/v1/nodes");
+  if (nodes.length === 0) return show(el("p", "No nodes yet.", { className: "note" }));
+  const list = el("ul", "", { className: "rows" });
+  for (const n of nodes) {
+    const a = el("a", n.name, { href: `#/n/${encodeURIComponent(n.name)}` });
+    a.append(el("span", n.online ? "online" : "offline", {
+      className: `badge ${n.online ? "online" : "offline"}`,
+    }));
+    a.append(el("span", `${n.sessions ?? 0} sessions · ${n.network ?? "default"}`, {
+      className: "sub",
+    }));
+    list.append(el("li").appendChild(a).parentElement!);
+  }
+  show(el("h2", "Nodes"), list);
+}
+
+function ago(iso: string | undefined): string {
+  if (!iso) return "";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m` : `${Math.floor(s / 3600)}h`;
+}
+
+async function sessionsPage(node: string): Promise<void> {
+  crumbs.replaceChildren(el("a", node, { href: `#/n/${encodeURIComponent(node)}` }));
+  const { conn, response } = await call<{ sessions: SessionInfo[] }>(node, { op: "list" });
+  conn.close();
+  const list = el("ul", "", { className: "rows" });
+  for (const s of response.sessions.slice().reverse()) {
+    const state = s.state ?? s.status;
+    const a = el("a", s.name ?? `#${s.id}`, {
+      href: `#/n/${encodeURIComponent(node)}/s/${s.id}`,
+    });
+    a.append(el("span", state + (s.stateSince ? ` ${ago(s.stateSince)}` : ""), {
+      className: `badge ${state}`,
+    }));
+    a.append(el("span", s.argv.join(" ") + (s.tags.length ? ` · ${s.tags.join(",")}` : ""), {
+      className: "sub",
+    }));
+    list.append(el("li").appendChild(a).parentElement!);
+  }
+  show(
+    el("h2", `Sessions on ${node}`),
+    response.sessions.length ? list : el("p", "No sessions.", { className: "note" }),
+  );
+}
+
+/** The live terminal of one session. */
+function terminalPage(node: string, id: string): void {
+  crumbs.replaceChildren(
+    el("a", node, { href: `#/n/${encodeURIComponent(node)}` }),
+    el("span", ` / ${id}`),
+  );
+  const box = el("div", "", { id: "term" });
+  const status = el("p", "Read-only.", { className: "note", id: "mode" });
+  const take = el("button", "Take control", { className: "primary", id: "take" });
+  const keys = el("div", "", { className: "bar", id: "keys" });
+  const line = el("input", "", { id: "line", placeholder: "Send a line of text" });
+  const send = el("button", "Send", { id: "send" });
+  const sendBar = el("div", "", { className: "bar" });
+  sendBar.append(line, send);
+  const top = el("div", "", { className: "bar" });
+  top.append(take);
+  show(top, status, box, keys, sendBar);
+
+  const term = new Terminal({ convertEol: false, scrollback: 2000, fontSize: 14 });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.open(box);
+  let conn: FramedConn | null = null;
+  let writable = false;
+  let unacked = 0;
+
+  const input = (bytes: Uint8Array) => {
+    if (writable && conn) conn.sendData(bytes).catch(() => {});
+  };
+  term.onData((d) => input(enc.encode(d)));
+  const KEYS: [string, string][] = [
+    ["Esc", "\x1b"],
+    ["Tab", "\t"],
+    ["Ctrl-C", "\x03"],
+    ["↑", "\x1b[A"],
+    ["↓", "\x1b[B"],
+    ["←", "\x1b[D"],
+    ["→", "\x1b[C"],
+    ["Enter", "\r"],
+    ["y", "y"],
+    ["n", "n"],
+  ];
+  for (const [label, bytes] of KEYS) {
+    const b = el("button", label);
+    b.addEventListener("click", () => input(enc.encode(bytes)));
+    keys.append(b);
+  }
+  const sendLine = () => {
+    input(enc.encode(`${line.value}\r`));
+    line.value = "";
+  };
+  send.addEventListener("click", sendLine);
+  line.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") sendLine();
+  });
+
+  const attach = async (asWriter: boolean) => {
+    conn?.close();
+    writable = false;
+    term.reset();
+    let size: { cols: number; rows: number } | undefined;
+    if (asWriter) {
+      fit.fit();
+      size = { cols: term.cols, rows: term.rows };
+    }
+    const call_ = await call<{ snapshot?: string; size?: { cols: number; rows: number } }>(node, {
+      op: "attach",
+      session: id,
+      readOnly: !asWriter,
+      snapshot: 200,
+      window: WINDOW,
+      ...(size ?? {}),
+    });
+    conn = call_.conn;
+    const program = call_.response.size;
+    if (!asWriter && program) term.resize(program.cols, program.rows);
+    if (typeof call_.response.snapshot === "string") term.write(call_.response.snapshot);
+    writable = asWriter;
+    status.textContent = asWriter ? "In control: what you type goes to the program." : "Read-only.";
+    take.textContent = asWriter ? "Let go" : "Take control";
+    if (asWriter) term.focus();
+    const mine = conn;
+    while (true) {
+      const frame = await mine.next().catch(() => null);
+      if (!frame) break;
+      if (frame.kind === FrameKind.DATA) {
+        term.write(frame.bytes);
+        unacked += frame.bytes.byteLength;
+        if (unacked >= WINDOW / 4) {
+          mine.sendJson(FrameKind.EVENT, { type: "ack", bytes: unacked } satisfies StreamEvent)
+            .catch(() => {});
+          unacked = 0;
+        }
+      } else if (frame.kind === FrameKind.EVENT) {
+        const e = frame.value as StreamEvent;
+        if (e.type === "size" && !writable) term.resize(e.cols, e.rows);
+        if (e.type === "exit") {
+          status.textContent = `The session ended (${e.status}${
+            e.exitCode === null ? "" : ` ${e.exitCode}`
+          }).`;
+          break;
+        }
+      }
+    }
+    if (conn === mine) writable = false;
+  };
+  take.addEventListener("click", () => void attach(!writable).catch(fail));
+  addEventListener("resize", () => {
+    if (!writable || !conn) return;
+    fit.fit();
+    conn.sendJson(FrameKind.EVENT, { type: "resize", cols: term.cols, rows: term.rows })
+      .catch(() => {});
+  });
+  addEventListener("hashchange", () => conn?.close(), { once: true });
+  void attach(false).catch(fail);
+}
+
+// ---------------------------------------------------------------- start
+
+async function route(): Promise<void> {
+  const hash = location.hash;
+  const login = /^#login=([\w-]+)$/.exec(hash);
+  if (login) {
+    // the code leaves the address bar (and history) before anything else
+    history.replaceState(null, "", location.pathname + "#/");
+    await api("/api/v1/web/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ code: login[1] }),
+    });
+  }
+  try {
+    const me = await api<WhoAmI>("/api/v1/whoami");
+    who.textContent = `${me.name ?? me.kind}${me.readOnly ? " (read-only)" : ""}`;
+  } catch {
+    who.textContent = "";
+    return show(
+      el("p", "Not signed in. Run `cw web` on a machine with access and open its link.", {
+        className: "note",
+      }),
+    );
+  }
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "n" && parts[1] && parts[2] === "s" && parts[3]) {
+    return terminalPage(parts[1], parts[3]);
+  }
+  if (parts[0] === "n" && parts[1]) return await sessionsPage(parts[1]);
+  return await nodesPage();
+}
+
+addEventListener("hashchange", () => void route().catch(fail));
+void route().catch(fail);
