@@ -63,8 +63,19 @@ export class ActivityMonitor {
     const now = Date.now();
     const activity = this.#judge(s, now);
     if (known && known.activity === activity) return known;
-    // not sampled yet (or changed since the last tick): judged now, from the output alone
-    return { activity, since: activity === "working" ? now : s.lastOutputAt + QUIET_MS };
+    // not sampled yet (or changed since the last tick): judged now, with a stable start
+    return { activity, since: this.#firstSince(s, activity, known) };
+  }
+
+  /** When a state no tick has recorded yet began, as well as the output tells. */
+  #firstSince(
+    s: Session,
+    activity: Activity,
+    known: { activity: Activity; since: number } | undefined,
+  ): number {
+    if (activity === "waiting") return s.lastOutputAt + QUIET_MS;
+    // working: since it started, or since it last printed after waiting
+    return known ? s.lastOutputAt : Date.parse(s.meta.startedAt);
   }
 
   /** Calls `fn` at every change of a running session's activity; returns an unsubscribe. */
@@ -113,7 +124,10 @@ export class ActivityMonitor {
       const activity = this.#judge(s, now);
       const known = this.#state.get(id);
       if (known?.activity === activity) continue;
-      this.#state.set(id, { activity, since: now });
+      const since = known
+        ? (activity === "waiting" ? Math.min(now, s.lastOutputAt + QUIET_MS) : now)
+        : this.#firstSince(s, activity, undefined);
+      this.#state.set(id, { activity, since });
       if (known) { for (const fn of this.#listeners) fn(s, activity); }
     }
     for (const id of this.#state.keys()) {

@@ -122,3 +122,40 @@ export function parseArgs<T extends Record<string, OptionSpec>>(config: {
   }
   return { values: values as Values<T>, positionals };
 }
+
+/**
+ * Splits a command line into argv as a shell would split words — blanks,
+ * 'single' and "double" quotes, backslash escapes — and nothing else: no
+ * variables, globs or operators; the words are then run without a shell (the
+ * web client's launch form). Throws on an unclosed quote.
+ */
+export function splitCommandLine(line: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  let quote: string | null = null;
+  let started = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (quote) {
+      if (ch === quote) quote = null;
+      else if (ch === "\\" && quote === '"' && i + 1 < line.length) cur += line[++i];
+      else cur += ch;
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+      started = true;
+    } else if (ch === "\\" && i + 1 < line.length) {
+      cur += line[++i];
+      started = true;
+    } else if (/\s/.test(ch)) {
+      if (started) out.push(cur);
+      cur = "";
+      started = false;
+    } else {
+      cur += ch;
+      started = true;
+    }
+  }
+  if (quote) throw new Error("Unclosed quote in the command");
+  if (started) out.push(cur);
+  return out;
+}

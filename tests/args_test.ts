@@ -135,3 +135,17 @@ Deno.test("path: join, dirname, basename, normalize and fromFileUrl answer as no
   assert.throws(() => ours.fromFileUrl("file:///a%2fb"));
   assert.throws(() => ours.fromFileUrl("https://x/"));
 });
+
+Deno.test("splitCommandLine: words, quotes and escapes as a shell splits them, nothing else", async () => {
+  const { splitCommandLine } = await import("../shared/args.ts");
+  const cases: [string, string[]][] = [
+    ["bash", ["bash"]],
+    ["  sh -c 'echo hi; ls'  ", ["sh", "-c", "echo hi; ls"]],
+    [`echo "a \\"b\\" c" d\\ e`, ["echo", 'a "b" c', "d e"]],
+    ["echo '' x", ["echo", "", "x"]],
+    ["echo $HOME *", ["echo", "$HOME", "*"]],
+    ["", []],
+  ];
+  for (const [line, argv] of cases) assert.deepEqual(splitCommandLine(line), argv, line);
+  assert.throws(() => splitCommandLine("echo 'open"), /Unclosed quote/);
+});

@@ -147,6 +147,21 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Sessions as `--json` gives them, without what changes by the second
+ * (`state`, `stateSince`): two listings a moment apart compare equal.
+ */
+export function stable<T>(sessions: T): T {
+  const strip = (s: unknown) => {
+    if (s && typeof s === "object") {
+      const { state: _s, stateSince: _t, ...rest } = s as Record<string, unknown>;
+      return rest;
+    }
+    return s;
+  };
+  return (Array.isArray(sessions) ? sessions.map(strip) : strip(sessions)) as T;
+}
+
 /** What a finished command printed, and its exit code. */
 export interface CommandResult {
   code: number;

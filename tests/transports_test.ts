@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import type { SessionInfo } from "../shared/protocol.ts";
-import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { CW_SHELL, CwHome, shellQuote, stable, Tmux, waitFor } from "./helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -401,7 +401,7 @@ function scenarios(t: Transport): void {
     assert.equal(remote[1].exitCode, 3);
     // --json through this transport is exactly what the node says locally
     const local = JSON.parse(await cw.nodeHome.ok(["list", "--json", "--tag", "lst"]));
-    assert.deepEqual(remote, local);
+    assert.deepEqual(stable(remote), stable(local));
     assert.deepEqual(
       (await cw.list(["--tag", "lst", "--status", "running"])).map((s) => s.id),
       [id],
@@ -631,7 +631,10 @@ Deno.test({
     // CW_SERVER is --server
     const viaEnv = await client.run(["list", "--json"], { env: { CW_SERVER: "s1" } });
     assert.equal(viaEnv.code, 0, viaEnv.stderr);
-    assert.deepEqual(JSON.parse(viaEnv.stdout), JSON.parse(await node.ok(["list", "--json"])));
+    assert.deepEqual(
+      stable(JSON.parse(viaEnv.stdout)),
+      stable(JSON.parse(await node.ok(["list", "--json"]))),
+    );
 
     // a node prefix and --server do not mix
     const mixed = await client.run(["--server", "s1", "attach", "dev-1:3"]);
@@ -688,7 +691,10 @@ Deno.test({
     const list2 = JSON.parse(await client.ok(["list", "dev-2", "--json", "--tag", "where"]));
     assert.deepEqual(list1.map((s) => [s.id, s.argv.join(" ")]), [[on1, "sleep 300"]]);
     assert.deepEqual(list2.map((s: SessionInfo) => [s.id, s.argv.join(" ")]), [[on2, "sleep 301"]]);
-    assert.deepEqual(list2, JSON.parse(await dev2.ok(["list", "--json", "--tag", "where"])));
+    assert.deepEqual(
+      stable(list2),
+      stable(JSON.parse(await dev2.ok(["list", "--json", "--tag", "where"]))),
+    );
     // the client's own node has none of them
     assert.deepEqual(JSON.parse(await client.ok(["list", "--json"])), []);
     // the same name on each node means that node's session

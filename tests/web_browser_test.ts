@@ -115,6 +115,22 @@ Deno.test({
         "the box's line in the page",
         async () => /^from-the-box\s*$/m.test(await screenText(page)),
       );
+      // launch from the page (a command line split as a shell would, run without one), then kill
+      await page.goto(new URL("/#/n/box-1", link).href);
+      await page.locator("#command").fill(`sh -c 'echo launched from the web; read x'`);
+      await page.locator("#name").fill("webby");
+      await page.locator("#launch button[type=submit]").click();
+      await waitFor(
+        "the launched session's terminal",
+        async () => (await screenText(page)).includes("launched from the web"),
+      );
+      assert.equal(JSON.parse(await home.ok(["status", "webby", "--json"])).status, "running");
+      page.once("dialog", (d) => void d.accept());
+      await page.locator("#kill").click();
+      await page.getByText("The session ended").waitFor();
+      assert.equal(JSON.parse(await home.ok(["status", "webby", "--json"])).status, "killed");
+      await page.goto(new URL("/#/n/box-1/s/1", link).href);
+      await waitFor("the shell again", async () => (await screenText(page)).includes("web$"));
       const shots = Deno.env.get("CW_SCREENSHOTS");
       if (shots) await page.screenshot({ path: `${shots}/web-desktop.png` });
 

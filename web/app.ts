@@ -16,6 +16,7 @@ import { FitAddon } from "@xterm/addon-fit";
 import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
 import { FrameKind, type Request, type SessionInfo, type StreamEvent } from "../shared/protocol.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
+import { splitCommandLine } from "../shared/args.ts";
 import type { NodeRow, WhoAmI } from "../shared/api.ts";
 
 const main = document.getElementById("main")!;
@@ -121,7 +122,78 @@ async function sessionsPage(node: string): Promise<void> {
   show(
     el("h2", `Sessions on ${node}`),
     response.sessions.length ? list : el("p", "No sessions.", { className: "note" }),
+    launchForm(node),
   );
+  watchStates(node, response.sessions);
+}
+
+/** Launch a session: a command line (split as a shell would, never run by one), a name, tags. */
+function launchForm(node: string): HTMLElement {
+  const form = el("form", "", { id: "launch" });
+  const command = el("input", "", { id: "command", placeholder: "Command, e.g. bash" });
+  const name = el("input", "", { id: "name", placeholder: "Name (optional)" });
+  const tags = el("input", "", { id: "tags", placeholder: "Tags, comma-separated" });
+  const go = el("button", "Launch", { className: "primary", type: "submit" });
+  const bar = el("div", "", { className: "bar" });
+  bar.append(command, name, tags, go);
+  const note = el("p", "", { className: "note" });
+  form.append(el("h3", "Launch"), bar, note);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void (async () => {
+      const argv = splitCommandLine(command.value);
+      if (argv.length === 0) throw new Error("Give a command");
+      const { conn, response } = await call<{ session: SessionInfo }>(node, {
+        op: "launch",
+        argv,
+        inheritNodeEnv: true,
+        ...(name.value.trim() ? { name: name.value.trim() } : {}),
+        ...(tags.value.trim()
+          ? { tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean) }
+          : {}),
+      });
+      conn.close();
+      location.hash = `#/n/${encodeURIComponent(node)}/s/${response.session.id}`;
+    })().catch((err) => note.textContent = String((err as Error).message ?? err));
+  });
+  return form;
+}
+
+/**
+ * While a node's sessions are shown: every 5 s, their states again, and a
+ * browser notification (when allowed) when one starts waiting or ends.
+ */
+function watchStates(node: string, first: SessionInfo[]): void {
+  let last = new Map(first.map((s) => [s.id, s.state ?? s.status]));
+  if ("Notification" in globalThis && Notification.permission === "default") {
+    const ask = el("button", "Notify me when a session waits", { id: "notify" });
+    ask.addEventListener("click", () => void Notification.requestPermission());
+    main.append(ask);
+  }
+  const here = location.hash;
+  const timer = setInterval(async () => {
+    if (location.hash !== here) return clearInterval(timer);
+    try {
+      const { conn, response } = await call<{ sessions: SessionInfo[] }>(node, { op: "list" });
+      conn.close();
+      for (const s of response.sessions) {
+        const state = s.state ?? s.status;
+        const was = last.get(s.id);
+        if (
+          was && was !== state && (state === "waiting" || was === "working" && state !== "working")
+        ) {
+          if ("Notification" in globalThis && Notification.permission === "granted") {
+            new Notification(`${s.name ?? `#${s.id}`} on ${node}: ${state}`, {
+              body: s.argv.join(" "),
+            });
+          }
+        }
+      }
+      last = new Map(response.sessions.map((s) => [s.id, s.state ?? s.status]));
+    } catch {
+      // the next round will tell
+    }
+  }, 5000);
 }
 
 /** The live terminal of one session. */
@@ -138,8 +210,13 @@ function terminalPage(node: string, id: string): void {
   const send = el("button", "Send", { id: "send" });
   const sendBar = el("div", "", { className: "bar" });
   sendBar.append(line, send);
+  const kill = el("button", "Kill", { id: "kill" });
   const top = el("div", "", { className: "bar" });
-  top.append(take);
+  top.append(take, kill);
+  kill.addEventListener("click", () => {
+    if (!confirm(`Kill session ${id} on ${node}?`)) return;
+    void call(node, { op: "kill", sessions: [id] }).then(({ conn }) => conn.close()).catch(fail);
+  });
   show(top, status, box, keys, sendBar);
 
   const term = new Terminal({ convertEol: false, scrollback: 2000, fontSize: 14 });
