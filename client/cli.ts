@@ -11,7 +11,7 @@ import { parseDuration } from "../shared/duration.ts";
 import { parseSignal } from "../shared/signals.ts";
 import { checkSessionName, checkTag } from "../shared/names.ts";
 import { VERSION } from "../shared/version.ts";
-import { AnsiStripper } from "./ansi.ts";
+import { AnsiStripper } from "../shared/ansi.ts";
 import { printable, printableArgv } from "../shared/printable.ts";
 import { acknowledge, REMOTE_WINDOW } from "./ack.ts";
 import { exitCodeOf } from "./exit_code.ts";

@@ -1,5 +1,5 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container]`),
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web]`),
  * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
@@ -630,7 +630,7 @@ async function runStandalone(): Promise<void> {
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
 }
 
-const PARTS = ["standalone", "relay", "remote", "ssh", "hostile", "container"] as const;
+const PARTS = ["standalone", "relay", "remote", "ssh", "hostile", "container", "web"] as const;
 
 async function main(args: string[]): Promise<number> {
   let values;
@@ -660,6 +660,21 @@ async function main(args: string[]): Promise<number> {
     ssh: runSshBench,
     hostile: runHostileBench,
     container: runContainerBench,
+    // in a process of its own: playwright-core needs --allow-all (see bench/web.ts)
+    web: async () => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-all",
+          "--unstable-worker-options",
+          "--unstable-kv",
+          fileURLToPath(new URL("./bench/web.ts", import.meta.url)),
+        ],
+        stdout: "inherit",
+        stderr: "inherit",
+      }).output();
+      if (!out.success) throw new Error("the web bench failed");
+    },
   };
   for (const part of PARTS) {
     if (only !== "all" && only !== part) continue;

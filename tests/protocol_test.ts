@@ -16,7 +16,7 @@ import {
   ProtocolError,
 } from "../shared/protocol.ts";
 import { ByteRing } from "../node/ring.ts";
-import { AnsiStripper } from "../client/ansi.ts";
+import { AnsiStripper } from "../shared/ansi.ts";
 import { DetachKeys } from "../client/attach.ts";
 import { parseDuration } from "../shared/duration.ts";
 import { RUN_FLAGS } from "../shared/runtime.ts";

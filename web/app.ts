@@ -17,6 +17,7 @@ import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
 import { FrameKind, type Request, type SessionInfo, type StreamEvent } from "../shared/protocol.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import { splitCommandLine } from "../shared/args.ts";
+import { AnsiStripper } from "../shared/ansi.ts";
 import type { NodeRow, WhoAmI } from "../shared/api.ts";
 
 const main = document.getElementById("main")!;
@@ -92,7 +93,13 @@ async function nodesPage(): Promise<void> {
     }));
     list.append(el("li").appendChild(a).parentElement!);
   }
-  show(el("h2", "Nodes"), list);
+  show(
+    el("h2", "Nodes"),
+    list,
+    el("p", "", { className: "note" }).appendChild(
+      el("a", "The network's KV store", { href: "#/kv/default" }),
+    ).parentElement!,
+  );
 }
 
 function ago(iso: string | undefined): string {
@@ -211,8 +218,13 @@ function terminalPage(node: string, id: string): void {
   const sendBar = el("div", "", { className: "bar" });
   sendBar.append(line, send);
   const kill = el("button", "Kill", { id: "kill" });
+  const log = el("a", "Log", {
+    href: `#/n/${encodeURIComponent(node)}/s/${encodeURIComponent(id)}/log`,
+    id: "log-link",
+    className: "button",
+  });
   const top = el("div", "", { className: "bar" });
-  top.append(take, kill);
+  top.append(take, kill, log);
   kill.addEventListener("click", () => {
     if (!confirm(`Kill session ${id} on ${node}?`)) return;
     void call(node, { op: "kill", sessions: [id] }).then(({ conn }) => conn.close()).catch(fail);
@@ -318,6 +330,58 @@ function terminalPage(node: string, id: string): void {
   void attach(false).catch(fail);
 }
 
+/** The network's KV store: keys, and a key's value (as text) when opened. */
+async function kvPage(ns: string, key: string | null): Promise<void> {
+  crumbs.replaceChildren(el("a", `kv/${ns}`, { href: `#/kv/${encodeURIComponent(ns)}` }));
+  const base = `/api/v1/kv/${encodeURIComponent(ns)}`;
+  if (key !== null) {
+    const res = await fetch(`${base}/${encodeURIComponent(key)}`, { credentials: "same-origin" });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    // shown as text, never as HTML
+    return show(el("h2", key), el("pre", await res.text(), { className: "log" }));
+  }
+  const page = await api<{ entries: { key: string; size: number; expiresAt: string | null }[] }>(
+    base,
+  );
+  const list = el("ul", "", { className: "rows" });
+  for (const e of page.entries) {
+    const a = el("a", e.key, {
+      href: `#/kv/${encodeURIComponent(ns)}/${encodeURIComponent(e.key)}`,
+    });
+    a.append(el("span", `${e.size} bytes${e.expiresAt ? ` · until ${e.expiresAt}` : ""}`, {
+      className: "sub",
+    }));
+    list.append(el("li").appendChild(a).parentElement!);
+  }
+  show(
+    el("h2", `KV: ${ns}`),
+    page.entries.length ? list : el("p", "No keys.", { className: "note" }),
+  );
+}
+
+/** A session's transcript laid out for reading (the last 500 lines; escape sequences removed). */
+async function logPage(node: string, id: string): Promise<void> {
+  crumbs.replaceChildren(
+    el("a", node, { href: `#/n/${encodeURIComponent(node)}` }),
+    el("a", ` / ${id}`, { href: `#/n/${encodeURIComponent(node)}/s/${encodeURIComponent(id)}` }),
+    el("span", " / log"),
+  );
+  const { conn } = await call(node, { op: "logs", session: id, tail: 500 });
+  const chunks: Uint8Array[] = [];
+  while (true) {
+    const frame = await conn.next();
+    if (!frame || frame.kind === FrameKind.EVENT) break;
+    if (frame.kind === FrameKind.DATA) chunks.push(frame.bytes);
+  }
+  conn.close();
+  // laid out for reading, as `cw logs` does: no escape sequence reaches the page
+  const stripper = new AnsiStripper();
+  const dec = new TextDecoder();
+  const text = chunks.map((c) => dec.decode(stripper.push(c), { stream: true })).join("") +
+    dec.decode();
+  show(el("pre", text, { className: "log", id: "log" }));
+}
+
 // ---------------------------------------------------------------- start
 
 async function route(): Promise<void> {
@@ -344,6 +408,10 @@ async function route(): Promise<void> {
     );
   }
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "kv") return await kvPage(parts[1] || "default", parts[2] ?? null);
+  if (parts[0] === "n" && parts[1] && parts[2] === "s" && parts[3] && parts[4] === "log") {
+    return await logPage(parts[1], parts[3]);
+  }
   if (parts[0] === "n" && parts[1] && parts[2] === "s" && parts[3]) {
     return terminalPage(parts[1], parts[3]);
   }

@@ -2,7 +2,7 @@
  * The measurements themselves, each run against a {@link Terminal} the same
  * way whatever runs inside it (bare PTY, `cw attach`, `tmux attach`).
  */
-import { AnsiStripper } from "../../client/ansi.ts";
+import { AnsiStripper } from "../../shared/ansi.ts";
 import type { Terminal } from "./terminal.ts";
 
 /** Bytes in a MiB. */
