@@ -515,7 +515,7 @@ export async function sshKey(args: string[], home: string): Promise<number> {
 
 // ---------------------------------------------------------------- web
 
-const WEB_USAGE = "cw web [--json] | cw web sessions [--json] | cw web revoke ID";
+const WEB_USAGE = "cw web [NODE] [--json] | cw web sessions [--json] | cw web revoke ID";
 
 /**
  * `cw web`: a one-time login link for a browser (2 minutes, once), printed
@@ -561,10 +561,16 @@ export async function web(args: string[], home: string): Promise<number> {
     console.error(`Ended browser session ${printable(positionals[0])}.`);
     return 0;
   }
-  if (positionals.length) throw new RelayUsageError(`Usage: ${WEB_USAGE}`);
+  if (positionals.length > 1) throw new RelayUsageError(`Usage: ${WEB_USAGE}`);
+  const node = positionals[0];
+  if (node !== undefined && !RELAY_NAME_RE.test(node)) {
+    throw new RelayUsageError(`Invalid node name "${printable(node)}"`);
+  }
   const res = await relayFetch(config, paths.webCodes, { method: "POST" });
   await throwForStatus(res);
   const code = await res.json() as WebCode;
+  // a node named: the page opens on its sessions
+  if (node !== undefined) code.url += `&to=n/${node}`;
   if (values.json) {
     console.log(JSON.stringify(code));
     return 0;

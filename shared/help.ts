@@ -127,10 +127,11 @@ get prints the value alone (exit 1 if missing); set prints the new version;
 (ssh NODE@relay -p 2222). add defaults to ~/.ssh/id_ed25519.pub.`,
   },
   web: {
-    usage: "cw web [--json] | cw web sessions [--json] | cw web revoke ID",
+    usage: "cw web [NODE] [--json] | cw web sessions [--json] | cw web revoke ID",
     text: `A login link for a browser on the relay (a phone: scan its QR code). It is
 good for 2 minutes, once, and signs the browser in as this machine's relay
-credential (its network; read-only stays read-only). The session ends after an
+credential (its network; read-only stays read-only); with NODE the page opens
+on that node's sessions. The session ends after an
 idle day or a week; sessions lists yours (the admin: all), revoke ends one.`,
   },
   relay: {

@@ -68,7 +68,9 @@ async function main(): Promise<void> {
         "--env",
         "HISTFILE=",
       ]);
-      const link = (await home.ok(["web"])).trim();
+      // a link that opens on box-1's sessions
+      const link = (await home.ok(["web", "box-1"])).trim();
+      assert.match(link, /#login=cwl_[\w-]+&to=n\/box-1$/);
 
       const context = await browser.newContext({
         ignoreHTTPSErrors: true, // the test's own CA
@@ -77,14 +79,15 @@ async function main(): Promise<void> {
       const page = await context.newPage();
       await page.goto(link);
       // signed in: the code left the address bar, the nodes are listed
-      const nodeLink = page.locator('main a[href="#/n/box-1"]');
-      await nodeLink.waitFor({ timeout: 15_000 });
-      assert.ok(!page.url().includes("login="), page.url());
+      await page.locator("main a", { hasText: "shell" }).waitFor({ timeout: 15_000 });
+      assert.ok(page.url().endsWith("/#/n/box-1"), page.url());
       const cookies = await context.cookies();
       const session = cookies.find((c) => c.name === "cw_session");
       assert.ok(session?.httpOnly && session.secure && session.sameSite === "Strict");
 
-      await nodeLink.click();
+      // the nodes page lists it too
+      await page.goto(new URL("/#/", link).href);
+      await page.locator('main a[href="#/n/box-1"]').click();
       await page.locator("main a", { hasText: "shell" }).click();
       await page.locator("#take").waitFor();
       await waitFor(

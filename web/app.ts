@@ -386,10 +386,10 @@ async function logPage(node: string, id: string): Promise<void> {
 
 async function route(): Promise<void> {
   const hash = location.hash;
-  const login = /^#login=([\w-]+)$/.exec(hash);
+  const login = /^#login=([\w-]+)(?:&to=(n\/[\w.-]+))?$/.exec(hash);
   if (login) {
     // the code leaves the address bar (and history) before anything else
-    history.replaceState(null, "", location.pathname + "#/");
+    history.replaceState(null, "", `${location.pathname}#/${login[2] ?? ""}`);
     await api("/api/v1/web/login", {
       method: "POST",
       headers: { "content-type": "application/json" },
