@@ -60,7 +60,7 @@ export class Gate {
     const cookie = header === undefined && opts.cookie !== false && this.#deps.web
       ? cookieToken(c)
       : null;
-    if (cookie !== null) return await this.#fromCookie(c, cookie);
+    if (cookie !== null) return this.#fromCookie(c, cookie);
     const found = m ? await this.#deps.auth.principalOf(m[1]) : null;
     const peer = peerOf(c);
     if (this.#deps.authMode === "none") {
@@ -69,18 +69,7 @@ export class Gate {
       return found?.kind === "node" ? found : ADMIN;
     }
     if (found === null) {
-      const addr = c.get("addr");
-      if (!this.#failures.take(addressKey(addr))) {
-        throw new CwError("rate_limited", "Too many failed attempts from this address; try later");
-      }
-      this.#deps.audit.record({
-        event: "auth_failed",
-        principal: null,
-        network: null,
-        addr,
-        route: `${c.req.method} ${new URL(c.req.url).pathname}`.slice(0, 200),
-        reason: m ? "invalid credential" : "no credential",
-      });
+      this.failed(c, m ? "invalid credential" : "no credential");
       throw new CwError(
         "unauthorized",
         m ? "Invalid credential" : "Missing credential: send Authorization: Bearer TOKEN",
@@ -95,10 +84,10 @@ export class Gate {
    * browser makes to this host, whichever page asks: what changes anything,
    * and every WebSocket, must come from the relay's own origin.
    */
-  async #fromCookie(c: Ctx, token: string): Promise<Principal> {
+  #fromCookie(c: Ctx, token: string): Principal {
     const found = this.#deps.web!.principalOf(token);
     if (!found) {
-      await this.failed(c, "invalid session cookie");
+      this.failed(c, "invalid session cookie");
       throw new CwError("unauthorized", "Your browser session has ended: open a new login link");
     }
     const method = c.req.method;
@@ -124,7 +113,7 @@ export class Gate {
    * Counts a failed attempt from this request's address: throws `rate_limited`
    * past the limit, else audits it.
    */
-  failed(c: Ctx, reason: string): Promise<void> {
+  failed(c: Ctx, reason: string): void {
     const addr = c.get("addr");
     if (!this.#failures.take(addressKey(addr))) {
       throw new CwError("rate_limited", "Too many failed attempts from this address; try later");
@@ -137,7 +126,6 @@ export class Gate {
       route: `${c.req.method} ${new URL(c.req.url).pathname}`.slice(0, 200),
       reason,
     });
-    return Promise.resolve();
   }
 
   /**

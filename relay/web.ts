@@ -247,7 +247,7 @@ export function webRoutes(
     const addr = c.get("addr");
     const got = web.redeem(String(body?.code ?? ""), addr, c.req.header("user-agent") ?? "");
     if (!got) {
-      await gate.failed(c, "invalid login code");
+      gate.failed(c, "invalid login code");
       audit.record({ event: "web_login_failed", principal: null, network: null, addr });
       throw new CwError("unauthorized", "This login link is not valid (used, expired or wrong)");
     }

@@ -8,7 +8,8 @@
  * SSH host key) is intact. Skipped, saying why, where podman cannot run.
  */
 import assert from "node:assert/strict";
-import { CwHome, exists, runCommand, waitFor } from "./helpers.ts";
+import { CwHome, runCommand, waitFor } from "./helpers.ts";
+import { buildRelayImage, CONTAINERS_CONF, podman } from "./container_helpers.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -19,20 +20,11 @@ import {
 } from "./relay_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const CONF = `${ROOT}scripts/container/containers.conf`;
 const IMAGE = "localhost/cw-relay:test";
-/** The CA bundle of this machine, for the build's npm downloads (an intercepting proxy). */
-const HOST_CA = "/etc/ssl/certs/ca-certificates.crt";
 
 /** A command with podman's settings (runc, finite ulimits) in its environment. */
 function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  return runCommand(cmd, args, { ...env, CONTAINERS_CONF: CONF });
-}
-
-async function podman(...args: string[]): Promise<string> {
-  const r = await run("podman", args);
-  if (r.code !== 0) throw new Error(`podman ${args.join(" ")} failed: ${r.stderr}`);
-  return r.stdout;
+  return runCommand(cmd, args, { ...env, CONTAINERS_CONF });
 }
 
 /** Why the test cannot run here, or null. Makes the base images (cached) when it can. */
@@ -52,27 +44,7 @@ Deno.test({
   name: "container: the relay image builds, serves, carries a node, SSH and KV, survives a restart",
   ignore: skip !== null,
   async fn() {
-    const version = (await run("deno", ["--version"])).stdout.split(/\s+/)[1];
-    const build = [
-      "build",
-      "--network",
-      "host",
-      "--format",
-      "docker",
-      "--build-arg",
-      "BASE=localhost/cw-debian-base:bookworm",
-      "--build-arg",
-      `DENO_IMAGE=localhost/cw-deno-bin:${version}`,
-      ...(await exists(HOST_CA)
-        ? ["-v", `${HOST_CA}:/run/host-ca.crt:ro`, "--build-arg", "DENO_CERT=/run/host-ca.crt"]
-        : []),
-      "-t",
-      IMAGE,
-      "-f",
-      `${ROOT}Containerfile`,
-      ROOT,
-    ];
-    await podman(...build);
+    await buildRelayImage(IMAGE);
 
     await using home = new CwHome();
     const dir = home.root;

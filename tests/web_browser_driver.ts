@@ -11,7 +11,7 @@
  * Chromium. CW_SCREENSHOTS=DIR keeps a desktop and a phone screenshot there.
  */
 import assert from "node:assert/strict";
-import { type Browser, chromium, type Page } from "playwright-core";
+import { launchChromium, screenText } from "./browser.ts";
 import { CwHome, waitFor } from "./helpers.ts";
 import {
   caClient,
@@ -23,32 +23,6 @@ import {
 } from "./relay_helpers.ts";
 import { buildWeb } from "../scripts/web_build.ts";
 
-export const CHROMIUM = "/usr/bin/chromium";
-
-/** Chromium as these machines need it: no sandbox as root, no network chatter. */
-function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
-
-/** The text the page's terminal shows (xterm's DOM renderer). */
-function screenText(page: Page): Promise<string> {
-  // (evaluated in the page: given as text, since this program has no DOM types)
-  return page.evaluate(
-    `Array.from(document.querySelectorAll(".xterm-rows > div"), (d) => d.textContent ?? "").join("\\n")`,
-  ) as Promise<string>;
-}
-
 async function main(): Promise<void> {
   {
     await buildWeb();
@@ -56,7 +30,7 @@ async function main(): Promise<void> {
     const certs = await makeCerts(`${home.root}/pki`);
     await using relay = await RelayProcess.start(`${home.root}/relay`, certs);
     const client = caClient(certs);
-    const browser = await launch();
+    const browser = await launchChromium();
     try {
       await setupNode(home, relay, certs, "box-1", await invite(relay, client));
       await waitOnline(home, "box-1");

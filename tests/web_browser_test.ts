@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { exists, runCommand } from "./helpers.ts";
 
+/** (As tests/browser.ts says; not imported from there: playwright-core must not load here.) */
 const CHROMIUM = "/usr/bin/chromium";
+
 const skip = (await exists(CHROMIUM)) ? null : `no ${CHROMIUM} (apt install chromium)`;
 if (skip) console.log(`SKIPPED web browser test: ${skip}`);
 

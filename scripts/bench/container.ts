@@ -5,22 +5,15 @@
  * the host. Needs podman and the local base images (scripts/container/base.sh);
  * says SKIPPED otherwise.
  */
-import { CwHome, exists, runCommand } from "../../tests/helpers.ts";
+import { CwHome, runCommand } from "../../tests/helpers.ts";
+import { buildRelayImage, CONTAINERS_CONF, podman } from "../../tests/container_helpers.ts";
 import { caClient, makeCerts, RelayProcess } from "../../tests/relay_helpers.ts";
 import { percentile, timed } from "./measure.ts";
 import { fmtMs, progress, table } from "./common.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
-const CONF = `${ROOT}scripts/container/containers.conf`;
 const IMAGE = "localhost/cw-relay:bench";
 const RUNS = 5;
-
-function podman(...args: string[]) {
-  return runCommand("podman", args, { CONTAINERS_CONF: CONF }).then((r) => {
-    if (r.code !== 0) throw new Error(`podman ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  });
-}
 
 /** Polls `url` every 10 ms until it answers 200 (30 s at most). */
 async function healthy(url: string, client: Deno.HttpClient): Promise<void> {
@@ -45,32 +38,9 @@ export async function runContainerBench(): Promise<void> {
     console.log(`container: SKIPPED (no local base image: ${base.stderr.trim()})`);
     return;
   }
-  const version = (await runCommand("deno", ["--version"])).stdout.split(/\s+/)[1];
-  const hostCa = "/etc/ssl/certs/ca-certificates.crt";
-  const build = (extra: string[]) =>
-    podman(
-      "build",
-      "--network",
-      "host",
-      "--format",
-      "docker",
-      "--build-arg",
-      "BASE=localhost/cw-debian-base:bookworm",
-      "--build-arg",
-      `DENO_IMAGE=localhost/cw-deno-bin:${version}`,
-      ...extra,
-      "-t",
-      IMAGE,
-      "-f",
-      `${ROOT}Containerfile`,
-      ROOT,
-    );
-  const ca = await exists(hostCa)
-    ? ["-v", `${hostCa}:/run/host-ca.crt:ro`, "--build-arg", "DENO_CERT=/run/host-ca.crt"]
-    : [];
-  const fresh = await timed(() => build(["--no-cache", ...ca]));
+  const fresh = await timed(() => buildRelayImage(IMAGE, ["--no-cache"]));
   progress(`container: built from scratch in ${fmtMs(fresh.ms)}`);
-  const again = await timed(() => build(ca));
+  const again = await timed(() => buildRelayImage(IMAGE));
   const size = Number((await podman("image", "inspect", IMAGE, "--format", "{{.Size}}")).trim());
 
   await using home = new CwHome();
@@ -113,7 +83,7 @@ export async function runContainerBench(): Promise<void> {
         await healthy(`https://127.0.0.1:${port}/healthz`, client);
         firstHealthz.push(performance.now() - t0);
       } finally {
-        await runCommand("podman", ["rm", "-f", "--time", "0", name], { CONTAINERS_CONF: CONF });
+        await runCommand("podman", ["rm", "-f", "--time", "0", name], { CONTAINERS_CONF });
       }
       // the same relay as a process on the host
       const h0 = performance.now();

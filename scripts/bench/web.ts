@@ -9,7 +9,7 @@
  * `deno task bench` runs this file in a process of its own with --allow-all
  * (playwright-core reads /proc files that Deno opens only to --allow-all).
  */
-import { chromium } from "playwright-core";
+import { CHROMIUM, launchChromium } from "../../tests/browser.ts";
 import { CwHome, exists } from "../../tests/helpers.ts";
 import {
   caClient,
@@ -23,7 +23,6 @@ import { buildWeb } from "../web_build.ts";
 import { percentile, timed } from "./measure.ts";
 import { fmtMs, progress, table } from "./common.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ECHO_SAMPLES = 100;
 const PAINT_RUNS = 5;
 
@@ -38,18 +37,7 @@ export async function runWebBench(): Promise<void> {
   const certs = await makeCerts(`${home.root}/pki`);
   await using relay = await RelayProcess.start(`${home.root}/relay`, certs);
   const client = caClient(certs);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await launchChromium();
   try {
     await setupNode(home, relay, certs, "box-1", await invite(relay, client));
     await waitOnline(home, "box-1");
