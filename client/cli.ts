@@ -74,7 +74,10 @@ const HANDLERS: Record<string, Handler> = {
   logout: async (args, ctx) => (await relayCmds()).logout(args, ctx.home),
   kv: async (args, ctx) => (await relayCmds()).kv(args, ctx.home),
   "ssh-key": async (args, ctx) => (await relayCmds()).sshKey(args, ctx.home),
-  web: async (args, ctx) => (await relayCmds()).web(args, ctx.home),
+  web: async (args, ctx) =>
+    ctx.targets.server
+      ? (await import("./servers.ts")).webLink(args, ctx.home, ctx.targets.server)
+      : (await relayCmds()).web(args, ctx.home),
 };
 
 /**

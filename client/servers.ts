@@ -5,6 +5,7 @@ import { loadServers, NODE_NAME_RE, saveServers } from "./targets.ts";
 import { RelayUsageError } from "./usage.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
+import { checkResponse, type WebCode } from "../shared/api.ts";
 
 const USAGE =
   "cw server add NAME URL --token-file F | --token -|TOKEN [--ca-cert FILE] [--insecure] | remove NAME | list [--json]";
@@ -100,4 +101,51 @@ export async function serverCmd(args: string[], home: string): Promise<number> {
     default:
       throw new RelayUsageError(`Usage: ${USAGE}`);
   }
+}
+
+/**
+ * `cw --server NAME web`: a one-time login link for a browser on that node's
+ * own listener (direct mode), as `cw web` makes one on the relay.
+ */
+export async function webLink(args: string[], home: string, name: string): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { json: { type: "boolean" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length) throw new RelayUsageError("Usage: cw --server NAME web [--json]");
+  const entry = loadServers(home).find((s) => s.name === name);
+  if (!entry) throw new CwError("not_found", `Unknown server "${name}": see cw server list`);
+  const url = new URL("/api/v1/web/codes", entry.url);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  if (entry.insecure !== true && isCleartextRemote(url)) {
+    throw new CwError("forbidden", `Refusing to send the token of server "${name}" in clear text`);
+  }
+  const client = entry.caCert ? Deno.createHttpClient({ caCerts: [entry.caCert] }) : undefined;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${entry.token}` },
+      client,
+    } as RequestInit);
+  } catch (err) {
+    throw new CwError("node_unavailable", `Cannot reach ${entry.url}: ${(err as Error).message}`);
+  } finally {
+    client?.close();
+  }
+  await checkResponse(res);
+  const code = await res.json() as WebCode;
+  if (values.json) {
+    console.log(JSON.stringify(code));
+    return 0;
+  }
+  console.log(code.url);
+  if (Deno.stdout.isTerminal()) {
+    const { qrLines } = await import("./qr.ts");
+    console.log(qrLines(code.url).join("\n"));
+  }
+  console.error(`Open it within 2 minutes (until ${code.expiresAt}); it works once.`);
+  return 0;
 }

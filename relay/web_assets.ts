@@ -1,64 +1,9 @@
-/**
- * The web client's files (web/dist/, made by `deno task web`; a compiled cw
- * carries them) at `/` and `/web/…`, with headers that keep the page to
- * itself: scripts and connections from this origin only, no framing, no
- * referrer, no type sniffing.
- */
+/** The web client's files at `/` and `/web/…` of the relay (shared/web_assets.ts). */
 import type { Hono } from "hono";
-import { CwError } from "../shared/errors.ts";
+import { WEB_ASSET_PATHS, webAsset } from "../shared/web_assets.ts";
 import type { Env } from "./http.ts";
 
-const DIST = new URL("../web/dist/", import.meta.url);
-const FILES: Record<string, string> = {
-  "/": "index.html",
-  "/web/app.js": "app.js",
-  "/web/app.css": "app.css",
-  "/web/xterm.css": "xterm.css",
-};
-const TYPES: Record<string, string> = {
-  html: "text/html; charset=utf-8",
-  js: "text/javascript; charset=utf-8",
-  css: "text/css; charset=utf-8",
-};
-const HEADERS = {
-  "content-security-policy": [
-    "default-src 'self'",
-    "script-src 'self'",
-    // xterm sizes its rows with inline styles
-    "style-src 'self' 'unsafe-inline'",
-    "connect-src 'self'",
-    "img-src 'self' data:",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-  ].join("; "),
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "x-frame-options": "DENY",
-  "cache-control": "no-cache",
-};
-
-/** Serves the web client's files (read once, kept). */
+/** Serves the web client's files. */
 export function webAssetRoutes(app: Hono<Env>): void {
-  const cache = new Map<string, Uint8Array>();
-  for (const [path, file] of Object.entries(FILES)) {
-    app.get(path, async () => {
-      let body = cache.get(file);
-      if (!body) {
-        try {
-          body = await Deno.readFile(new URL(file, DIST));
-        } catch {
-          throw new CwError(
-            "not_found",
-            "The web client is not built on this relay: run deno task web",
-          );
-        }
-        cache.set(file, body);
-      }
-      const type = TYPES[file.slice(file.lastIndexOf(".") + 1)];
-      return new Response(body as Uint8Array<ArrayBuffer>, {
-        headers: { ...HEADERS, "content-type": type },
-      });
-    });
-  }
+  for (const path of WEB_ASSET_PATHS) app.get(path, async () => (await webAsset(path))!);
 }

@@ -7,7 +7,10 @@
  * not built yet.)
  */
 import assert from "node:assert/strict";
-import { CwHome } from "./helpers.ts";
+import { CwHome, waitFor } from "./helpers.ts";
+import { checkHello, FramedConn, helloFrame } from "../shared/framed.ts";
+import { FrameKind } from "../shared/protocol.ts";
+import { wsDuplex } from "../shared/ws_duplex.ts";
 import {
   ADMIN_TOKEN,
   caClient,
@@ -151,13 +154,18 @@ Deno.test("web: a login link becomes a cookie once; the cookie acts as its princ
 });
 
 /** The HTTP status a WebSocket upgrade to a node's stream gets with `cookie` from `origin`. */
-async function upgradeStatus(
-  base: string,
+function upgradeStatus(base: string, ca: string, cookie: string, origin: string): Promise<number> {
+  return upgradeStatusAt(new URL("/api/v1/nodes/box-1/connect", base).href, ca, cookie, origin);
+}
+
+/** The HTTP status a WebSocket upgrade to `target` gets with `cookie` from `origin`. */
+async function upgradeStatusAt(
+  target: string,
   ca: string,
   cookie: string,
   origin: string,
 ): Promise<number> {
-  const url = new URL("/api/v1/nodes/box-1/connect", base);
+  const url = new URL(target);
   const conn = await Deno.connectTls({
     hostname: url.hostname,
     port: Number(url.port),
@@ -197,7 +205,7 @@ Deno.test("web: codes expire after 2 minutes and work once; sessions end when id
   assert.equal(web.redeem(code, "1.2.3.4", "ua"), null);
   assert.equal(web.principalOf(got.token)?.principal.readOnly, true);
   // a browser's user agent is kept escaped
-  assert.ok(!web.list(p)[0].userAgent.includes("\x1b"));
+  assert.ok(!web.list(() => true)[0].userAgent.includes("\x1b"));
   // idle a day: ended
   now += 24 * 3600_000 + 1;
   assert.equal(web.principalOf(got.token), null);
@@ -211,4 +219,101 @@ Deno.test("web: codes expire after 2 minutes and work once; sessions end when id
   // codes per principal are bounded
   for (let i = 0; i < 8; i++) web.createCode(p);
   assert.throws(() => web.createCode(p), /Too many login codes/);
+});
+
+Deno.test("web, direct mode: a node's own listener serves the page, logs a browser in, streams with the cookie", async () => {
+  await using node = new CwHome();
+  await using laptop = new CwHome();
+  const certs = await makeCerts(`${node.root}/pki`);
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await Deno.mkdir(node.home, { recursive: true, mode: 0o700 });
+  await Deno.writeTextFile(
+    `${node.home}/config.json`,
+    JSON.stringify({ listen: `127.0.0.1:${port}`, tlsCert: certs.cert, tlsKey: certs.key }),
+  );
+  await node.ok(["list"]);
+  const token = (await node.ok(["node", "token"])).trim();
+  const base = `https://127.0.0.1:${port}`;
+  await laptop.ok([
+    "server",
+    "add",
+    "s1",
+    `wss://127.0.0.1:${port}/`,
+    "--token",
+    token,
+    "--ca-cert",
+    certs.ca,
+  ]);
+  const client = caClient(certs);
+  try {
+    await waitFor(
+      "the listener",
+      async () => (await laptop.run(["--server", "s1", "list"])).code === 0,
+    );
+    await node.launch(["sh", "-c", "echo direct-hello; sleep 600"], ["--name", "d"]);
+    // the page is served here too
+    const page = await fetch(`${base}/`, { client });
+    assert.equal(page.status, 200);
+    await page.body?.cancel();
+    // cw --server s1 web: a link to the node itself
+    const link = new URL((await laptop.ok(["--server", "s1", "web"])).trim());
+    assert.equal(link.origin, base);
+    const code = link.hash.slice("#login=".length);
+    const forged = await fetch(`${base}/api/v1/web/login`, {
+      method: "POST",
+      client,
+      headers: { origin: "https://evil.example", "content-type": "application/json" },
+      body: JSON.stringify({ code }),
+    });
+    assert.equal(forged.status, 403);
+    await forged.body?.cancel();
+    const ok = await fetch(`${base}/api/v1/web/login`, {
+      method: "POST",
+      client,
+      headers: { origin: base, "content-type": "application/json" },
+      body: JSON.stringify({ code }),
+    });
+    assert.equal(ok.status, 200);
+    const setCookie = ok.headers.get("set-cookie") ?? "";
+    assert.match(setCookie, /HttpOnly; Secure; SameSite=Strict/);
+    const cookie = setCookie.split(";")[0];
+    await ok.body?.cancel();
+    const nodes = await (await fetch(`${base}/api/v1/nodes`, { client, headers: { cookie } }))
+      .json();
+    assert.equal(nodes.nodes.length, 1);
+    // a stream with the cookie, from the node's own page: the node protocol
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/api/v1/nodes/x/connect`, {
+      headers: { cookie, origin: base },
+      client,
+    } as unknown as string[]);
+    const conn = new FramedConn(wsDuplex(ws));
+    await conn.sendJson(FrameKind.HELLO, helloFrame());
+    checkHello(await conn.next());
+    await conn.sendJson(FrameKind.REQUEST, { op: "list" });
+    const frame = await conn.next();
+    assert.equal(frame?.kind, FrameKind.RESPONSE);
+    const sessions =
+      (frame as unknown as { value: { sessions: { name: string }[] } }).value.sessions;
+    assert.deepEqual(sessions.map((s) => s.name), ["d"]);
+    conn.close();
+    // from another site: refused
+    assert.equal(
+      await upgradeStatusAt(
+        `${base}/api/v1/nodes/x/connect`,
+        certs.ca,
+        cookie,
+        "https://evil.example",
+      ),
+      403,
+    );
+    // rotating the node token ends browser sessions
+    await node.ok(["node", "token", "--rotate"]);
+    const after = await fetch(`${base}/api/v1/whoami`, { client, headers: { cookie } });
+    assert.equal(after.status, 401);
+    await after.body?.cancel();
+  } finally {
+    client.close();
+  }
 });
