@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { CwError } from "../shared/errors.ts";
+import { checkWebhookUrl } from "../shared/notify.ts";
 
 /** Settings a node reads from `$CW_HOME/config.json`; all optional. */
 export interface NodeConfig {
@@ -13,7 +14,7 @@ export interface NodeConfig {
   tlsCert: string | null;
   tlsKey: string | null;
   /**
-   * Where notices go (node/notify.ts): a session starts waiting, or ends.
+   * Where notices go (shared/notify.ts): a session starts waiting, or ends.
    * https://, or http:// to loopback. Off by default.
    */
   notifyUrl: string | null;
@@ -62,7 +63,9 @@ export function loadConfig(home: string): NodeConfig {
     if (key === "sessionLogBytes" || key === "sessionRingBytes") {
       config[key] = parseBytes(value, key);
     } else if (key === "notifyUrl") {
-      config.notifyUrl = value === null ? null : checkNotifyUrl(value, path);
+      config.notifyUrl = value === null
+        ? null
+        : checkWebhookUrl(value, `Setting "notifyUrl" in ${path}`);
     } else if (key === "listen" || key === "tlsCert" || key === "tlsKey") {
       if (typeof value !== "string" && value !== null) {
         throw new CwError("bad_request", `Setting "${key}" in ${path} must be a string`);
@@ -71,22 +74,4 @@ export function loadConfig(home: string): NodeConfig {
     } else throw new CwError("bad_request", `Unknown setting "${key}" in ${path}`);
   }
   return config;
-}
-
-/** A webhook address: https, or http to loopback (notices carry screen lines). */
-function checkNotifyUrl(value: unknown, path: string): string {
-  let url: URL;
-  try {
-    url = new URL(String(value));
-  } catch {
-    throw new CwError("bad_request", `Setting "notifyUrl" in ${path} is not a URL`);
-  }
-  const loopback = ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
-  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
-    throw new CwError(
-      "bad_request",
-      `Setting "notifyUrl" in ${path} must be https:// (http:// only to loopback)`,
-    );
-  }
-  return url.href;
 }

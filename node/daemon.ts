@@ -10,10 +10,9 @@ import { runDialback } from "./ssh_session.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { loadRelayConfig } from "../shared/relay_config.ts";
 import { SessionService } from "./service.ts";
-import { type Notice, Notifier } from "./notify.ts";
+import { type Notice, Notifier, NOTIFY_LINES } from "../shared/notify.ts";
 import { trimRows } from "./screen.ts";
 import type { Session } from "./session.ts";
-import { NOTIFY_LINES } from "./limits.ts";
 import { SessionManager } from "./sessions.ts";
 import { MetaStore } from "./store.ts";
 import { raiseFdLimit } from "../shared/libc.ts";
@@ -208,7 +207,7 @@ class Daemon {
       reloadRelay: () => this.#reloadRelay(service),
     });
     this.#service = service;
-    if (this.#notifyUrl) this.#notices(this.#notifyUrl, service);
+    this.#notices(service);
     await this.#reloadRelay(service);
     this.#accept(this.#listener, service);
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
@@ -218,11 +217,16 @@ class Daemon {
     Deno.addSignalListener("SIGHUP", () => {});
   }
 
-  /** Sends a notice when a session starts waiting or ends (node/notify.ts). */
-  #notices(url: string, service: SessionService): void {
-    const notifier = new Notifier(url, this.#logger);
+  /**
+   * Sends a notice when a session starts waiting or ends (shared/notify.ts):
+   * to this node's `notifyUrl`, and over the relay link (the relay delivers
+   * it to the webhook of the node's network, if it has one).
+   */
+  #notices(service: SessionService): void {
+    const notifier = this.#notifyUrl ? new Notifier(this.#notifyUrl, this.#logger) : null;
     this.#notifier = notifier;
     const send = async (s: Session, event: Notice["event"]) => {
+      if (!notifier && !this.#link) return;
       let lines: string[] = [];
       try {
         lines = trimRows((await service.screens.screen(s, false)).lines).slice(-NOTIFY_LINES);
@@ -230,13 +234,15 @@ class Daemon {
         // the node is busy rendering: the notice goes without its lines
       }
       const { id, name, argv, tags, status, exitCode, signal, state } = s.info();
-      notifier.send({
+      const notice: Notice = {
         event,
         node: loadRelayConfig(this.#paths.home)?.name ?? Deno.hostname(),
         session: { id, name, argv, tags, status, exitCode, signal, state },
         at: new Date().toISOString(),
         lines,
-      });
+      };
+      notifier?.send(notice);
+      this.#link?.notice(notice);
     };
     this.#manager.activity.onChange((s, activity) => {
       if (activity === "waiting") void send(s, "waiting");

@@ -71,11 +71,3 @@ export const MODEL_IDLE_MS = 5 * 60_000;
  * client asking for screens in a loop cannot queue unbounded work.
  */
 export const MAX_QUEUED_RENDERINGS = 8;
-
-/** Notices waiting to be delivered at most (node/notify.ts); past it the oldest is dropped. */
-export const NOTIFY_QUEUE_MAX = 64;
-/** One delivery attempt's bound, and the waits before each retry (then it is dropped). */
-export const NOTIFY_TIMEOUT_MS = 5000;
-export const NOTIFY_RETRY_MS: readonly number[] = [1000, 4000, 16000];
-/** Rows of the screen a notice carries. */
-export const NOTIFY_LINES = 10;

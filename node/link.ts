@@ -2,6 +2,7 @@ import type { Logger } from "../shared/logger.ts";
 import { Mux } from "../shared/mux.ts";
 import { assertRelayTransport, type RelayConfig } from "../shared/relay_config.ts";
 import { connectWebSocket } from "../shared/ws_client.ts";
+import type { Notice } from "../shared/notify.ts";
 import { VERSION } from "../shared/version.ts";
 import { DIALBACK_FEATURES } from "../shared/dialback.ts";
 import type { Duplex } from "../shared/duplex.ts";
@@ -199,6 +200,15 @@ export class RelayLink {
         timers.status = setInterval(report, STATUS_INTERVAL_MS);
       };
     });
+  }
+
+  /** Forwards a notice to the relay, if the link is up (it is not queued for later). */
+  notice(notice: Notice): void {
+    try {
+      this.#mux?.control({ type: "notice", notice: notice as unknown as Record<string, unknown> });
+    } catch {
+      // the link just went down
+    }
   }
 }
 

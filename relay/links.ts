@@ -15,6 +15,7 @@ import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import type { AuditLog } from "./audit.ts";
 import type { Gate } from "./gate.ts";
 import { type Ctx, type Env, expectWebSocket, jsonBody, sameOrigin, upgrade } from "./http.ts";
+import type { NetworkWebhooks } from "./webhooks.ts";
 import type { Hub, LiveNode } from "./hub.ts";
 import { type Principal, reaches } from "./principals.ts";
 import type { NodeRecord, RelayStore } from "./store.ts";
@@ -37,6 +38,8 @@ export interface LinksDeps {
   baseUrl: () => string;
   /** Closes every connection of a principal id (`node:NAME` on re-registration). */
   cutOff(id: string, reason: string): void;
+  /** Where nodes' notices go (relay/webhooks.ts); absent: nowhere. */
+  webhooks?: NetworkWebhooks;
 }
 
 /** What the links offer the rest of the relay. */
@@ -188,6 +191,7 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
       } as unknown as LiveNode;
       live.mux = new Mux(socket, {
         onControl(msg) {
+          if (msg.type === "notice") return deps.webhooks?.deliver(name, network, msg.notice);
           if (msg.type !== "status") return;
           if (typeof msg.version === "string") live.version = msg.version.slice(0, 64);
           if (Number.isSafeInteger(msg.sessions)) live.sessions = msg.sessions as number;

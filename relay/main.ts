@@ -148,6 +148,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     audit,
     pollAuth: true,
     authorizedKeysFile: join(opts.dataDir, "authorized_keys"),
+    webhooksFile: join(opts.dataDir, "webhooks.json"),
     info: () => ({
       ssh: hostKey
         ? { port: sshPort, fingerprint: hostKey.fingerprint, hostKey: hostKey.publicLine }

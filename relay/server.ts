@@ -29,6 +29,7 @@ import { type GatewayKey, parsePublicKey } from "./ssh_gateway.ts";
 import type { RelayStore } from "./store.ts";
 import { webRoutes, WebSessions } from "./web.ts";
 import { webAssetRoutes } from "./web_assets.ts";
+import { NetworkWebhooks } from "./webhooks.ts";
 
 /** What the relay app needs; all passed in, nothing read from globals. */
 export interface RelayDeps {
@@ -49,6 +50,8 @@ export interface RelayDeps {
   authorizedKeysFile?: string | null;
   /** Watch the store for revocations by other processes (a running relay: yes). */
   pollAuth?: boolean;
+  /** `webhooks.json`: a webhook per network for nodes' notices (relay/webhooks.ts). */
+  webhooksFile?: string | null;
 }
 
 /** The relay: its HTTP app plus the live state behind it. */
@@ -84,6 +87,7 @@ export function createRelay(deps: RelayDeps): Relay {
   const metrics = new Metrics();
   const connections = new Connections();
   const web = new WebSessions(now);
+  const webhooks = deps.webhooksFile ? new NetworkWebhooks(deps.webhooksFile, deps.logger) : null;
   const app = new Hono<Env>();
 
   /** Ends everything a principal holds: a node's link, and every connection it authenticated. */
@@ -199,6 +203,7 @@ export function createRelay(deps: RelayDeps): Relay {
     authMode: deps.authMode,
     baseUrl,
     cutOff,
+    webhooks: webhooks ?? undefined,
   });
   webRoutes(app, { web, gate, audit: deps.audit, baseUrl });
   webAssetRoutes(app);
@@ -304,6 +309,7 @@ export function createRelay(deps: RelayDeps): Relay {
     [Symbol.dispose]() {
       auth[Symbol.dispose]();
       clearInterval(keysWatch);
+      webhooks?.close();
     },
   };
 }

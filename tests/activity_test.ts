@@ -6,6 +6,14 @@
 import assert from "node:assert/strict";
 import { CwHome, waitFor } from "./helpers.ts";
 import type { SessionInfo } from "../shared/protocol.ts";
+import {
+  caClient,
+  invite,
+  makeCerts,
+  RelayProcess,
+  setupNode,
+  waitOnline,
+} from "./relay_helpers.ts";
 
 async function info(home: CwHome, id: number): Promise<SessionInfo> {
   return JSON.parse(await home.ok(["status", String(id), "--json"]));
@@ -122,4 +130,43 @@ Deno.test("notices: a webhook in clear text to another host is refused at start"
   const r = await home.run(["list"]);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /notifyUrl.*https:\/\//);
+});
+
+Deno.test("notices through the relay: a node's notices reach its network's webhook (webhooks.json)", async () => {
+  const got: Record<string, unknown>[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    got.push(await req.json());
+    return new Response(null, { status: 204 });
+  });
+  await using home = new CwHome();
+  const certs = await makeCerts(`${home.root}/pki`);
+  const dataDir = `${home.root}/relay`;
+  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await Deno.writeTextFile(
+    `${dataDir}/webhooks.json`,
+    JSON.stringify({ default: `http://127.0.0.1:${server.addr.port}/net` }),
+  );
+  await using relay = await RelayProcess.start(dataDir, certs);
+  const client = caClient(certs);
+  try {
+    await setupNode(home, relay, certs, "box-1", await invite(relay, client));
+    await waitOnline(home, "box-1");
+    const id = await home.launch(["sh", "-c", "echo bye; exit 6"]);
+    await waitFor("the exited notice", () => got.some((g) => g.event === "exited"), 15_000);
+    const notice = got.find((g) => g.event === "exited") as {
+      node: string;
+      network: string;
+      session: { id: number; exitCode: number };
+      lines: string[];
+    };
+    // the node's name and network are the relay's, from the link
+    assert.equal(notice.node, "box-1");
+    assert.equal(notice.network, "default");
+    assert.equal(notice.session.id, id);
+    assert.equal(notice.session.exitCode, 6);
+    assert.ok(notice.lines.includes("bye"), JSON.stringify(notice.lines));
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
 });

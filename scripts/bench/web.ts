@@ -20,8 +20,10 @@ import {
   waitOnline,
 } from "../../tests/relay_helpers.ts";
 import { buildWeb } from "../web_build.ts";
-import { percentile, timed } from "./measure.ts";
-import { fmtMs, progress, table } from "./common.ts";
+import { measureEcho, percentile, timed } from "./measure.ts";
+import { Terminal } from "./terminal.ts";
+import { CW_ARGV } from "../../tests/helpers.ts";
+import { fmtMs, outerEnv, progress, table } from "./common.ts";
 
 const ECHO_SAMPLES = 100;
 const PAINT_RUNS = 5;
@@ -100,6 +102,22 @@ export async function runWebBench(): Promise<void> {
     }
     progress(`web: echo p50 ${fmtMs(percentile(echoes, 50))}`);
 
+    // cw attach of the same session in the same run, locally and through the relay
+    const attachEcho = async (target: string) => {
+      const [file, ...args] = [...CW_ARGV, "attach", target];
+      await using term = new Terminal(file, args, {
+        cols: 100,
+        rows: 30,
+        env: outerEnv({ CW_HOME: home.home }),
+        cwd: home.root,
+      });
+      await term.expectText("READY", { timeoutMs: 20_000 });
+      await term.settle(200, 3000);
+      return (await measureEcho(term, 20, ECHO_SAMPLES)).p50Ms;
+    };
+    const localAttach = await attachEcho("echo");
+    const remoteAttach = await attachEcho("box-1:echo");
+
     // notice latency: a session's end until the webhook has it
     const notices: number[] = [];
     const received: ((at: number) => void)[] = [];
@@ -138,7 +156,9 @@ export async function runWebBench(): Promise<void> {
         fmtMs(percentile(echoes, 50)),
         `p50 of ${ECHO_SAMPLES}, through the relay; the automation's own round trip ${
           fmtMs(percentile(noop, 50))
-        } (cw attach: --only standalone and remote)`,
+        }; the same session's cw attach, same run: local ${fmtMs(localAttach)}, through the relay ${
+          fmtMs(remoteAttach)
+        }`,
       ],
       [
         "notice latency (exit → webhook)",

@@ -1,24 +1,37 @@
 /**
  * Notices for people: when a session starts waiting (it went quiet and idle:
- * node/activity.ts) or ends, the node POSTs JSON to the `notifyUrl` of its
- * config.json — route it to ntfy, Slack or a phone. Off by default.
+ * node/activity.ts) or ends, a JSON POST to a webhook — the `notifyUrl` of a
+ * node's config.json, and the URL of its network in a relay's
+ * `webhooks.json` (the node forwards each notice over its link). Route it to
+ * ntfy, Slack or a phone. Off by default.
  *
- * Body: `{ event: "waiting" | "exited", node, session: {id, name, argv, tags,
- * status, exitCode, signal, state}, at, lines }` where `lines` are the last
- * rows of the screen. It never carries a credential (no header is added; the
+ * Body: `{ event: "waiting" | "exited", node, network?, session: {id, name,
+ * argv, tags, status, exitCode, signal, state}, at, lines }` where `lines`
+ * are the last rows of the screen. It never carries a credential (no header is added; the
  * URL is yours), and the URL is never logged beyond its origin. Deliveries go
  * one at a time, in order; an attempt is bounded in time, a failure (network,
  * 429, 5xx) is retried a few times with growing waits, a 4xx or a redirect is
- * not; the queue is bounded (limits in node/limits.ts).
+ * not; the queue is bounded (the limits below).
  */
-import type { Logger } from "../shared/logger.ts";
-import type { SessionInfo } from "../shared/protocol.ts";
-import { NOTIFY_QUEUE_MAX, NOTIFY_RETRY_MS, NOTIFY_TIMEOUT_MS } from "./limits.ts";
+import type { Logger } from "./logger.ts";
+import { CwError } from "./errors.ts";
+import type { SessionInfo } from "./protocol.ts";
+
+/** Notices waiting to be delivered at most; past it the oldest is dropped. */
+export const NOTIFY_QUEUE_MAX = 64;
+/** One delivery attempt's bound, and the waits before each retry (then it is dropped). */
+export const NOTIFY_TIMEOUT_MS = 5000;
+export const NOTIFY_RETRY_MS: readonly number[] = [1000, 4000, 16000];
+/** Rows of the screen a notice carries, and the characters of each. */
+export const NOTIFY_LINES = 10;
+export const NOTIFY_LINE_CHARS = 500;
 
 /** What a notice says. */
 export interface Notice {
   event: "waiting" | "exited";
   node: string;
+  /** The node's network (in a relay's notices). */
+  network?: string;
   session: Pick<
     SessionInfo,
     "id" | "name" | "argv" | "tags" | "status" | "exitCode" | "signal" | "state"
@@ -112,4 +125,19 @@ export class Notifier {
       if (this.#closed.signal.aborted) return;
     }
   }
+}
+
+/** A webhook's address: https, or http to loopback (notices carry screen lines); else throws. */
+export function checkWebhookUrl(value: unknown, where: string): string {
+  let url: URL;
+  try {
+    url = new URL(String(value));
+  } catch {
+    throw new CwError("bad_request", `${where} is not a URL`);
+  }
+  const loopback = ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    throw new CwError("bad_request", `${where} must be https:// (http:// only to loopback)`);
+  }
+  return url.href;
 }
