@@ -30,7 +30,12 @@ export function parseRequest(value: Record<string, unknown>): Request {
       if (status !== undefined && !(SESSION_STATUSES as string[]).includes(status)) {
         throw bad(`Unknown status "${status}"; use one of ${SESSION_STATUSES.join(", ")}`);
       }
-      return { op, tag: v.string("tag"), status: status as SessionStatus | undefined };
+      return {
+        op,
+        tag: v.string("tag"),
+        status: status as SessionStatus | undefined,
+        lastLines: v.bool("lastLines"),
+      };
     }
     case "status":
       return {

@@ -21,6 +21,7 @@ import type { Session, Viewer } from "./session.ts";
 import type { SessionManager } from "./sessions.ts";
 import { ViewerSizes } from "./viewer_sizes.ts";
 import { Screens, trimRows } from "./screen.ts";
+import { AnsiStripper } from "../shared/ansi.ts";
 
 /** How long a new connection may take to say HELLO and its request. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -129,8 +130,13 @@ export class SessionService {
         this.#host.logger.info(`launched session ${info.id}: ${JSON.stringify(info.argv[0])}`);
         return respond({ session: info });
       }
-      case "list":
-        return respond({ sessions: m.list(req).map((s) => s.info()) });
+      case "list": {
+        const sessions = m.list(req).map((s) => s.info());
+        if (req.lastLines) {
+          for (const info of sessions) info.lastLine = await lastLine(m.resolve(String(info.id)));
+        }
+        return respond({ sessions });
+      }
       case "status": {
         const s = m.resolve(req.session);
         const reader = new LogReader(s.dir);
@@ -594,6 +600,23 @@ async function pumpFrom(
       new Promise<void>((resolve) => view.wake = resolve),
     ]);
     view.wake = null;
+  }
+}
+
+/** Bytes of a session's log read for its last line. */
+const LAST_LINE_BYTES = 4096;
+
+/** A session's last non-empty line of output, laid out for reading, at most 200 characters. */
+async function lastLine(s: Session): Promise<string> {
+  const reader = new LogReader(s.dir);
+  try {
+    const start = Math.max(0, reader.size - LAST_LINE_BYTES);
+    const tail = await reader.readAt(start, reader.size - start);
+    const text = new TextDecoder().decode(new AnsiStripper().push(tail));
+    const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+    return (lines.at(-1) ?? "").slice(0, 200);
+  } finally {
+    reader.close();
   }
 }
 

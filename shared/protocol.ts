@@ -168,6 +168,8 @@ export interface SessionInfo {
   state?: "working" | "waiting" | SessionStatus;
   /** When a running session's state began (ISO 8601). */
   stateSince?: string;
+  /** Its last line of output, escape sequences removed (`list` with `lastLines`). */
+  lastLine?: string;
 }
 
 /** A request names a session by id (`"3"`) or name. */
@@ -188,7 +190,13 @@ export type Request =
     cols?: number;
     rows?: number;
   }
-  | { op: "list"; tag?: string; status?: SessionStatus }
+  | {
+    op: "list";
+    tag?: string;
+    status?: SessionStatus;
+    /** Also each session's last line of output, laid out for reading (`lastLine`). */
+    lastLines?: boolean;
+  }
   | {
     op: "status";
     session: SessionRef;

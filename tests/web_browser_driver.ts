@@ -92,6 +92,8 @@ async function main(): Promise<void> {
       );
       // launch from the page (a command line split as a shell would, run without one), then kill
       await page.goto(new URL("/#/n/box-1", link).href);
+      // each session's last line of output is on the list
+      await page.locator("main .sub.last", { hasText: "web$" }).first().waitFor();
       await page.locator("#command").fill(`sh -c 'echo launched from the web; read x'`);
       await page.locator("#name").fill("webby");
       await page.locator("#launch button[type=submit]").click();

@@ -110,7 +110,10 @@ function ago(iso: string | undefined): string {
 
 async function sessionsPage(node: string): Promise<void> {
   crumbs.replaceChildren(el("a", node, { href: `#/n/${encodeURIComponent(node)}` }));
-  const { conn, response } = await call<{ sessions: SessionInfo[] }>(node, { op: "list" });
+  const { conn, response } = await call<{ sessions: SessionInfo[] }>(node, {
+    op: "list",
+    lastLines: true,
+  });
   conn.close();
   const list = el("ul", "", { className: "rows" });
   for (const s of response.sessions.slice().reverse()) {
@@ -124,6 +127,7 @@ async function sessionsPage(node: string): Promise<void> {
     a.append(el("span", s.argv.join(" ") + (s.tags.length ? ` · ${s.tags.join(",")}` : ""), {
       className: "sub",
     }));
+    if (s.lastLine) a.append(el("span", s.lastLine, { className: "sub last" }));
     list.append(el("li").appendChild(a).parentElement!);
   }
   show(
@@ -140,9 +144,10 @@ function launchForm(node: string): HTMLElement {
   const command = el("input", "", { id: "command", placeholder: "Command, e.g. bash" });
   const name = el("input", "", { id: "name", placeholder: "Name (optional)" });
   const tags = el("input", "", { id: "tags", placeholder: "Tags, comma-separated" });
+  const dir = el("input", "", { id: "dir", placeholder: "Directory (optional)" });
   const go = el("button", "Launch", { className: "primary", type: "submit" });
   const bar = el("div", "", { className: "bar" });
-  bar.append(command, name, tags, go);
+  bar.append(command, name, tags, dir, go);
   const note = el("p", "", { className: "note" });
   form.append(el("h3", "Launch"), bar, note);
   form.addEventListener("submit", (e) => {
@@ -155,6 +160,7 @@ function launchForm(node: string): HTMLElement {
         argv,
         inheritNodeEnv: true,
         ...(name.value.trim() ? { name: name.value.trim() } : {}),
+        ...(dir.value.trim() ? { dir: dir.value.trim() } : {}),
         ...(tags.value.trim()
           ? { tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean) }
           : {}),
