@@ -33,6 +33,7 @@ import { readSecret } from "../shared/secret_input.ts";
 import { readAll, writeAll } from "./io.ts";
 import type { NodeClient } from "./node_client.ts";
 import { RelayUsageError } from "./usage.ts";
+import { printWebCode } from "./web_link.ts";
 
 export { RelayUsageError };
 
@@ -571,16 +572,5 @@ export async function web(args: string[], home: string): Promise<number> {
   const code = await res.json() as WebCode;
   // a node named: the page opens on its sessions
   if (node !== undefined) code.url += `&to=n/${node}`;
-  if (values.json) {
-    console.log(JSON.stringify(code));
-    return 0;
-  }
-  // the link is a secret for 2 minutes: on stdout only, never in a log
-  console.log(code.url);
-  if (Deno.stdout.isTerminal()) {
-    const { qrLines } = await import("./qr.ts");
-    console.log(qrLines(code.url).join("\n"));
-  }
-  console.error(`Open it within 2 minutes (until ${code.expiresAt}); it works once.`);
-  return 0;
+  return await printWebCode(code, values.json === true);
 }

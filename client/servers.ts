@@ -3,6 +3,7 @@ import { parseArgs } from "../shared/args.ts";
 import { CwError } from "../shared/errors.ts";
 import { loadServers, NODE_NAME_RE, saveServers } from "./targets.ts";
 import { RelayUsageError } from "./usage.ts";
+import { printWebCode } from "./web_link.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
 import { checkResponse, type WebCode } from "../shared/api.ts";
@@ -137,15 +138,5 @@ export async function webLink(args: string[], home: string, name: string): Promi
   }
   await checkResponse(res);
   const code = await res.json() as WebCode;
-  if (values.json) {
-    console.log(JSON.stringify(code));
-    return 0;
-  }
-  console.log(code.url);
-  if (Deno.stdout.isTerminal()) {
-    const { qrLines } = await import("./qr.ts");
-    console.log(qrLines(code.url).join("\n"));
-  }
-  console.error(`Open it within 2 minutes (until ${code.expiresAt}); it works once.`);
-  return 0;
+  return await printWebCode(code, values.json === true);
 }

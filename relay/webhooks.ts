@@ -76,6 +76,14 @@ export class NetworkWebhooks {
           this.#logger.warn(`webhooks: ${this.#file} is not used: ${(err as Error).message}`);
         }
       }
+      // a URL no longer named gets nothing more
+      const named = new Set(this.#urls.values());
+      for (const [url, n] of this.#notifiers) {
+        if (!named.has(url)) {
+          n.close();
+          this.#notifiers.delete(url);
+        }
+      }
     }
     return this.#urls.get(network) ?? null;
   }

@@ -6,14 +6,7 @@
 import assert from "node:assert/strict";
 import { CwHome, waitFor } from "./helpers.ts";
 import type { SessionInfo } from "../shared/protocol.ts";
-import {
-  caClient,
-  invite,
-  makeCerts,
-  RelayProcess,
-  setupNode,
-  waitOnline,
-} from "./relay_helpers.ts";
+import { relayWithNode } from "./relay_helpers.ts";
 
 async function info(home: CwHome, id: number): Promise<SessionInfo> {
   return JSON.parse(await home.ok(["status", String(id), "--json"]));
@@ -139,18 +132,12 @@ Deno.test("notices through the relay: a node's notices reach its network's webho
     return new Response(null, { status: 204 });
   });
   await using home = new CwHome();
-  const certs = await makeCerts(`${home.root}/pki`);
-  const dataDir = `${home.root}/relay`;
-  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await Deno.writeTextFile(
-    `${dataDir}/webhooks.json`,
-    JSON.stringify({ default: `http://127.0.0.1:${server.addr.port}/net` }),
-  );
-  await using relay = await RelayProcess.start(dataDir, certs);
-  const client = caClient(certs);
+  await using _rig = await relayWithNode(home, "box-1", (dataDir) =>
+    Deno.writeTextFile(
+      `${dataDir}/webhooks.json`,
+      JSON.stringify({ default: `http://127.0.0.1:${server.addr.port}/net` }),
+    ));
   try {
-    await setupNode(home, relay, certs, "box-1", await invite(relay, client));
-    await waitOnline(home, "box-1");
     const id = await home.launch(["sh", "-c", "echo bye; exit 6"]);
     await waitFor("the exited notice", () => got.some((g) => g.event === "exited"), 15_000);
     const notice = got.find((g) => g.event === "exited") as {
@@ -166,7 +153,6 @@ Deno.test("notices through the relay: a node's notices reach its network's webho
     assert.equal(notice.session.exitCode, 6);
     assert.ok(notice.lines.includes("bye"), JSON.stringify(notice.lines));
   } finally {
-    client.close();
     await server.shutdown();
   }
 });

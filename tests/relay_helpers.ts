@@ -347,3 +347,47 @@ export class FakeNode implements Disposable {
     this.#mux.close();
   }
 }
+
+/** A relay on loopback (TLS, a CA of its own) with `home`'s node registered and online. */
+export interface RelayWithNode extends AsyncDisposable {
+  certs: TestCerts;
+  relay: RelayProcess;
+  /** An HTTP client that trusts the relay's CA. */
+  client: Deno.HttpClient;
+}
+
+/**
+ * Starts a relay in `home`'s directory (`prepare` runs on its data dir first,
+ * e.g. to write a webhooks.json) and registers `home`'s node on it as `name`.
+ */
+export async function relayWithNode(
+  home: CwHome,
+  name = "box-1",
+  prepare?: (dataDir: string) => Promise<void>,
+): Promise<RelayWithNode> {
+  const certs = await makeCerts(`${home.root}/pki`);
+  const dataDir = `${home.root}/relay`;
+  if (prepare) {
+    await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await prepare(dataDir);
+  }
+  const relay = await RelayProcess.start(dataDir, certs);
+  const client = caClient(certs);
+  const rig: RelayWithNode = {
+    certs,
+    relay,
+    client,
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await relay.stop();
+    },
+  };
+  try {
+    await setupNode(home, relay, certs, name, await invite(relay, client));
+    await waitOnline(home, name);
+  } catch (err) {
+    await rig[Symbol.asyncDispose]();
+    throw err;
+  }
+  return rig;
+}

@@ -13,27 +13,16 @@
 import assert from "node:assert/strict";
 import { launchChromium, screenText } from "./browser.ts";
 import { CwHome, waitFor } from "./helpers.ts";
-import {
-  caClient,
-  invite,
-  makeCerts,
-  RelayProcess,
-  setupNode,
-  waitOnline,
-} from "./relay_helpers.ts";
+import { relayWithNode } from "./relay_helpers.ts";
 import { buildWeb } from "../scripts/web_build.ts";
 
 async function main(): Promise<void> {
   {
     await buildWeb();
     await using home = new CwHome();
-    const certs = await makeCerts(`${home.root}/pki`);
-    await using relay = await RelayProcess.start(`${home.root}/relay`, certs);
-    const client = caClient(certs);
+    await using _rig = await relayWithNode(home);
     const browser = await launchChromium();
     try {
-      await setupNode(home, relay, certs, "box-1", await invite(relay, client));
-      await waitOnline(home, "box-1");
       await home.launch(["bash", "--norc", "--noprofile"], [
         "--name",
         "shell",
@@ -142,7 +131,6 @@ async function main(): Promise<void> {
       if (shots) await small.screenshot({ path: `${shots}/web-phone.png` });
     } finally {
       await browser.close();
-      client.close();
     }
   }
 }

@@ -11,14 +11,7 @@
  */
 import { CHROMIUM, launchChromium } from "../../tests/browser.ts";
 import { CwHome, exists } from "../../tests/helpers.ts";
-import {
-  caClient,
-  invite,
-  makeCerts,
-  RelayProcess,
-  setupNode,
-  waitOnline,
-} from "../../tests/relay_helpers.ts";
+import { relayWithNode } from "../../tests/relay_helpers.ts";
 import { buildWeb } from "../web_build.ts";
 import { measureEcho, percentile, timed } from "./measure.ts";
 import { Terminal } from "./terminal.ts";
@@ -36,13 +29,9 @@ export async function runWebBench(): Promise<void> {
   }
   await buildWeb();
   await using home = new CwHome();
-  const certs = await makeCerts(`${home.root}/pki`);
-  await using relay = await RelayProcess.start(`${home.root}/relay`, certs);
-  const client = caClient(certs);
+  await using _rig = await relayWithNode(home);
   const browser = await launchChromium();
   try {
-    await setupNode(home, relay, certs, "box-1", await invite(relay, client));
-    await waitOnline(home, "box-1");
     await home.launch(["sh", "-c", "stty raw -echo; printf 'READY\\n'; exec cat"], [
       "--name",
       "echo",
@@ -168,7 +157,6 @@ export async function runWebBench(): Promise<void> {
     ]));
   } finally {
     await browser.close();
-    client.close();
   }
 }
 
