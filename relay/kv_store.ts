@@ -7,6 +7,8 @@
  * - `["invite", tokenHash]` → {@link InviteRecord}
  * - `["sshkey", fingerprint]` → {@link SshKeyRecord}
  * - `["user", name]` → {@link UserRecord}
+ * - `["shared", name]` → a value every relay on the store shares (SSH host key …)
+ * - `["replica", id]` → a replica's lease; `["link", node]` → who holds its link
  * - `["authversion"]` → a `Deno.KvU64` moved on by every revocation
  * - `["kv", ns, key]` → {@link KvMeta}: size, expiry, and either the value
  *   itself (up to {@link INLINE_MAX_BYTES}) or where its chunks are. Its
@@ -35,6 +37,7 @@ import type {
   KvPage,
   KvSetOptions,
   KvWriteResult,
+  LinkRecord,
   NodeRecord,
   RegisterResult,
   RelayStore,
@@ -42,13 +45,21 @@ import type {
   UserRecord,
 } from "./store.ts";
 import { DEFAULT_NETWORK } from "../shared/api.ts";
+import {
+  checkKeyPart,
+  compareUtf8,
+  decodeCursor,
+  encodeCursor,
+  expired,
+  inviteLive,
+  keyPartOk,
+  KV_LIST_MAX_LIMIT,
+  KV_MAX_VALUE_BYTES,
+  WatchBus,
+  withNetwork,
+} from "./store_common.ts";
 
-/** Largest KV value the store accepts, in bytes. */
-export const KV_MAX_VALUE_BYTES = 1024 * 1024;
-/** Most entries one {@link RelayStore.kvList} page may ask for. */
-export const KV_LIST_MAX_LIMIT = 1000;
-/** Events a watcher may fall behind by before its watch is ended. */
-export const KV_WATCH_QUEUE_EVENTS = 1000;
+export { KV_LIST_MAX_LIMIT, KV_MAX_VALUE_BYTES, KV_WATCH_QUEUE_EVENTS } from "./store_common.ts";
 
 /** Values up to this size live in their metadata record: one commit, one read. */
 const INLINE_MAX_BYTES = 16 * 1024;
@@ -60,8 +71,6 @@ const CHUNKS_PER_BATCH = 8;
 const LIST_BATCH = 100;
 /** Deno KV reads at most 10 keys per getMany. */
 const GET_MANY_MAX = 10;
-/** Bytes of one caller-given key part (ns, key, name …); Deno KV keys are ≤ 2 KiB in all. */
-const MAX_KEY_PART_BYTES = 1024;
 /** Retries of a commit whose check failed (contention), and of a read that raced a write. */
 const COMMIT_ATTEMPTS = 100;
 const READ_ATTEMPTS = 20;
@@ -221,6 +230,15 @@ function makePrivate(path: string): void {
   }
 }
 
+/** A link as kept: the replica's address is read from its lease. */
+type StoredLink = Omit<LinkRecord, "peerUrl">;
+/** A replica's lease. */
+interface StoredReplica {
+  id: string;
+  peerUrl: string | null;
+  expiresAt: string;
+}
+
 class DenoKvStore implements RelayStore {
   #kv: Deno.Kv;
   #bus = new WatchBus();
@@ -296,6 +314,79 @@ class DenoKvStore implements RelayStore {
   async putNode(node: NodeRecord): Promise<void> {
     checkKeyPart(node.name, "node name");
     await this.#kv.set(["node", node.name], node);
+  }
+
+  async sharedValue(name: string, make: () => string): Promise<string> {
+    checkKeyPart(name, "shared value name");
+    const key = ["shared", name];
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const had = await this.#kv.get<string>(key);
+      if (had.value !== null) return had.value;
+      const value = make();
+      if ((await this.#kv.atomic().check(had).set(key, value).commit()).ok) return value;
+    }
+    throw new Error(`Cannot store the shared value "${name}": the store is too busy`);
+  }
+
+  async heartbeat(
+    replica: { id: string; peerUrl: string | null },
+    leaseMs: number,
+    now: Date,
+  ): Promise<Set<string>> {
+    checkKeyPart(replica.id, "replica id");
+    const record = { ...replica, expiresAt: new Date(now.getTime() + leaseMs).toISOString() };
+    await this.#kv.set(["replica", replica.id], record);
+    const held = new Set<string>();
+    for await (const e of this.#kv.list<StoredLink>({ prefix: ["link"] })) {
+      if (e.value.replica === replica.id) held.add(e.value.linkId);
+    }
+    return held;
+  }
+
+  async claimLink(node: string, replica: string, linkId: string, now: Date): Promise<void> {
+    checkKeyPart(node, "node name");
+    const link: StoredLink = { node, replica, linkId, since: now.toISOString() };
+    await this.#kv.set(["link", node], link);
+  }
+
+  async releaseLink(node: string, linkId: string): Promise<void> {
+    if (!keyPartOk(node)) return;
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const had = await this.#kv.get<StoredLink>(["link", node]);
+      if (had.value?.linkId !== linkId) return;
+      if ((await this.#kv.atomic().check(had).delete(["link", node]).commit()).ok) return;
+    }
+  }
+
+  async getLink(node: string, now: Date): Promise<LinkRecord | null> {
+    if (!keyPartOk(node)) return null;
+    const link = (await this.#kv.get<StoredLink>(["link", node])).value;
+    if (!link) return null;
+    const replica = (await this.#kv.get<StoredReplica>(["replica", link.replica])).value;
+    return replica && Date.parse(replica.expiresAt) > now.getTime()
+      ? { ...link, peerUrl: replica.peerUrl }
+      : null;
+  }
+
+  async listLinks(now: Date): Promise<LinkRecord[]> {
+    const replicas = new Map<string, StoredReplica>();
+    for await (const e of this.#kv.list<StoredReplica>({ prefix: ["replica"] })) {
+      if (Date.parse(e.value.expiresAt) > now.getTime()) replicas.set(e.value.id, e.value);
+    }
+    const out: LinkRecord[] = [];
+    for await (const e of this.#kv.list<StoredLink>({ prefix: ["link"] })) {
+      const r = replicas.get(e.value.replica);
+      if (r) out.push({ ...e.value, peerUrl: r.peerUrl });
+    }
+    return out;
+  }
+
+  async leave(id: string): Promise<void> {
+    if (!keyPartOk(id)) return;
+    for await (const e of this.#kv.list<StoredLink>({ prefix: ["link"] })) {
+      if (e.value.replica === id) await this.releaseLink(e.value.node, e.value.linkId);
+    }
+    await this.#kv.delete(["replica", id]);
   }
 
   async createInvite(invite: InviteRecord): Promise<void> {
@@ -654,160 +745,4 @@ async function sweepOrphans(kv: Deno.Kv): Promise<void> {
     const chunks = Number.isInteger(e.value?.chunks) ? e.value.chunks : 0;
     await deleteBlob(kv, { id: blobId, chunks });
   }
-}
-
-function expired(meta: { expiresAt: string | null }, now: Date): boolean {
-  return meta.expiresAt !== null && !(Date.parse(meta.expiresAt) > now.getTime());
-}
-
-/** An invite registers while it has uses left and `now` is before its expiry. */
-function inviteLive(invite: InviteRecord, now: Date): boolean {
-  return invite.usesLeft > 0 && Date.parse(invite.expiresAt) > now.getTime();
-}
-
-/** Whether Deno KV can hold `s` as a key part without altering or refusing it. */
-function keyPartOk(s: string): boolean {
-  return typeof s === "string" && s.isWellFormed() &&
-    s.length <= MAX_KEY_PART_BYTES && encoder.encode(s).byteLength <= MAX_KEY_PART_BYTES;
-}
-
-function checkKeyPart(s: string, what: string): void {
-  if (!keyPartOk(s)) {
-    throw new RangeError(
-      `Invalid ${what}: use well-formed text of at most ${MAX_KEY_PART_BYTES} bytes`,
-    );
-  }
-}
-
-/** Compares as Deno KV orders strings: by UTF-8 bytes, i.e. by code point. */
-function compareUtf8(a: string, b: string): number {
-  const x = encoder.encode(a);
-  const y = encoder.encode(b);
-  for (let i = 0; i < Math.min(x.length, y.length); i++) {
-    if (x[i] !== y[i]) return x[i] - y[i];
-  }
-  return x.length - y.length;
-}
-
-function encodeCursor(key: string): string {
-  const bin = Array.from(encoder.encode(key), (b) => String.fromCharCode(b)).join("");
-  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-function decodeCursor(cursor: string): string {
-  try {
-    if (!/^[A-Za-z0-9_-]*$/.test(cursor) || cursor.length > 4 * MAX_KEY_PART_BYTES) {
-      throw new TypeError("not base64url");
-    }
-    const bin = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
-    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch (err) {
-    throw new RangeError(`Invalid KV list cursor "${cursor.slice(0, 64)}"`, { cause: err });
-  }
-}
-
-/** In-process fan-out of KV changes to watchers; one relay process owns the file. */
-class WatchBus {
-  #subs = new Set<Watcher>();
-
-  publish(event: KvEvent): void {
-    for (const sub of this.#subs) sub.offer(event);
-  }
-
-  subscribe(
-    ns: string,
-    match: { key: string } | { prefix: string },
-    signal: AbortSignal,
-    closed: boolean,
-  ): Watcher {
-    const sub = new Watcher(ns, match, () => this.#subs.delete(sub));
-    // Subscribed now, not at the first next(): no change between the call and
-    // the first iteration is missed.
-    this.#subs.add(sub);
-    if (closed || signal.aborted) sub.end(true);
-    else sub.bindSignal(signal);
-    return sub;
-  }
-
-  endAll(): void {
-    for (const sub of this.#subs) sub.end(false);
-  }
-}
-
-/** One watch: a bounded queue of events, consumed as an async iterator. */
-class Watcher implements AsyncIterableIterator<KvEvent> {
-  #ns: string;
-  #match: { key: string } | { prefix: string };
-  #unsubscribe: () => void;
-  #queue: KvEvent[] = [];
-  #wake: (() => void) | null = null;
-  #done = false;
-  #unbind: (() => void) | null = null;
-
-  constructor(ns: string, match: { key: string } | { prefix: string }, unsubscribe: () => void) {
-    this.#ns = ns;
-    this.#match = match;
-    this.#unsubscribe = unsubscribe;
-  }
-
-  bindSignal(signal: AbortSignal): void {
-    const onAbort = () => this.end(true);
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.#unbind = () => signal.removeEventListener("abort", onAbort);
-  }
-
-  offer(event: KvEvent): void {
-    if (this.#done || event.ns !== this.#ns) return;
-    const m = this.#match;
-    if ("key" in m ? event.key !== m.key : !event.key.startsWith(m.prefix)) return;
-    if (this.#queue.length >= KV_WATCH_QUEUE_EVENTS) {
-      // Fallen behind: silently dropping events would let a coordinating
-      // agent miss a change, so end the watch and let it re-read.
-      this.end(false);
-      return;
-    }
-    this.#queue.push(event);
-    this.#wakeUp();
-  }
-
-  /** Ends the watch; `discard` drops what is queued (the consumer is gone). */
-  end(discard: boolean): void {
-    if (discard) this.#queue.length = 0;
-    if (this.#done) return;
-    this.#done = true;
-    this.#unsubscribe();
-    this.#unbind?.();
-    this.#unbind = null;
-    this.#wakeUp();
-  }
-
-  async next(): Promise<IteratorResult<KvEvent>> {
-    for (;;) {
-      const event = this.#queue.shift();
-      if (event !== undefined) return { value: event, done: false };
-      if (this.#done) return { value: undefined, done: true };
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-  }
-
-  return(): Promise<IteratorResult<KvEvent>> {
-    this.end(true);
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<KvEvent> {
-    return this;
-  }
-
-  #wakeUp(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
-  }
-}
-
-/** A record from before networks belongs to the default network. */
-function withNetwork<T extends { network?: string }>(r: T | null): T | null {
-  return r === null || typeof r.network === "string" ? r : { ...r, network: DEFAULT_NETWORK };
 }

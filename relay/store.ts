@@ -108,6 +108,18 @@ export interface KvEvent {
   expiresAt: string | null;
 }
 
+/** Which relay replica holds a node's link now (replicas on one store). */
+export interface LinkRecord {
+  node: string;
+  /** The replica's id ({@link RelayStore.heartbeat}). */
+  replica: string;
+  /** This link's id: a newer link of the node, on any replica, has another. */
+  linkId: string;
+  /** Where other replicas reach that replica (`--peer-url`); null: nowhere. */
+  peerUrl: string | null;
+  since: string;
+}
+
 /** Everything the relay persists. */
 export interface RelayStore extends AsyncDisposable {
   /** Registers a node with an invite, atomically: a 1-use invite raced by two nodes registers one. */
@@ -139,6 +151,34 @@ export interface RelayStore extends AsyncDisposable {
   addSshKey(key: SshKeyRecord): Promise<void>;
   listSshKeys(): Promise<SshKeyRecord[]>;
   removeSshKey(fingerprint: string): Promise<boolean>;
+
+  /**
+   * A value every relay on this store shares (the SSH host key, the peer
+   * secret): the stored one, or `make()`'s, stored by the first of racing
+   * callers (all of them get that one).
+   */
+  sharedValue(name: string, make: () => string): Promise<string>;
+
+  /**
+   * Starts or renews replica `id`'s lease until `now + leaseMs`; its links
+   * count as held while the lease lasts. Returns the link ids the store
+   * still records for it (a link another replica took since is not among them).
+   */
+  heartbeat(
+    replica: { id: string; peerUrl: string | null },
+    leaseMs: number,
+    now: Date,
+  ): Promise<Set<string>>;
+  /** Records that `replica` holds node `node`'s link `linkId`, replacing any earlier holder. */
+  claimLink(node: string, replica: string, linkId: string, now: Date): Promise<void>;
+  /** Forgets node `node`'s link if it is still `linkId`. */
+  releaseLink(node: string, linkId: string): Promise<void>;
+  /** The link of `node` held by a replica whose lease lasts past `now`, if any. */
+  getLink(node: string, now: Date): Promise<LinkRecord | null>;
+  /** Every link held by a live replica at `now`. */
+  listLinks(now: Date): Promise<LinkRecord[]>;
+  /** Ends replica `id`'s lease and forgets its links (a clean stop). */
+  leave(id: string): Promise<void>;
 
   kvGet(ns: string, key: string, now: Date): Promise<KvEntry | null>;
   kvSet(

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { kvApi } from "../relay/kv_api.ts";
 import { openKvStore } from "../relay/kv_store.ts";
+import { dropPgSchema, openPgStore } from "../relay/store_pg.ts";
+import { testPostgres, testSchema, withSchema } from "./postgres.ts";
 import type { InviteRecord, KvEvent, NodeRecord, RelayStore } from "../relay/store.ts";
 
 const MiB = 1024 * 1024;
@@ -19,6 +21,8 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 interface StoreImpl {
   name: string;
   open(dir: string): Promise<RelayStore>;
+  /** Removes what `open(dir)` kept outside `dir`. */
+  cleanup?(dir: string): Promise<void>;
 }
 
 function node(name: string, credentialHash: string): NodeRecord {
@@ -79,6 +83,7 @@ export function storeConformance(impl: StoreImpl): void {
         await using store = await impl.open(dir);
         await fn(store, dir);
       } finally {
+        await impl.cleanup?.(dir);
         await Deno.remove(dir, { recursive: true });
       }
     });
@@ -454,6 +459,58 @@ export function storeConformance(impl: StoreImpl): void {
     stop.abort();
   });
 
+  test("a shared value is made once, by the first of racing callers", async (store) => {
+    let made = 0;
+    const got = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => store.sharedValue("host-key", () => `v${i}${made++}`)),
+    );
+    assert.equal(new Set(got).size, 1, "every caller gets the same value");
+    assert.equal(await store.sharedValue("host-key", () => "other"), got[0]);
+    await assert.rejects(store.sharedValue("\uD800", () => "x"), RangeError);
+  });
+
+  test("links: claimed, taken over by another replica, released, expiring with the lease", async (store) => {
+    const now = new Date();
+    const later = (ms: number) => new Date(now.getTime() + ms);
+    assert.deepEqual(
+      await store.heartbeat({ id: "ra", peerUrl: "https://a" }, 3000, now),
+      new Set(),
+    );
+    await store.heartbeat({ id: "rb", peerUrl: "https://b" }, 3000, now);
+    await store.claimLink("n1", "ra", "L1", now);
+    await store.claimLink("n2", "ra", "L2", now);
+    assert.deepEqual(
+      await store.heartbeat({ id: "ra", peerUrl: "https://a" }, 3000, now),
+      new Set(["L1", "L2"]),
+    );
+    const l1 = await store.getLink("n1", now);
+    assert.equal(l1?.replica, "ra");
+    assert.equal(l1?.peerUrl, "https://a");
+    assert.equal(l1?.linkId, "L1");
+    // the node reconnected to rb: rb's claim wins, ra's heartbeat no longer lists it
+    await store.claimLink("n1", "rb", "L3", now);
+    assert.equal((await store.getLink("n1", now))?.peerUrl, "https://b");
+    assert.deepEqual(
+      await store.heartbeat({ id: "ra", peerUrl: "https://a" }, 3000, now),
+      new Set(["L2"]),
+    );
+    await store.releaseLink("n1", "L1"); // ra's late release of its old link changes nothing
+    assert.equal((await store.getLink("n1", now))?.linkId, "L3");
+    assert.deepEqual((await store.listLinks(now)).map((l) => `${l.node}@${l.replica}`).sort(), [
+      "n1@rb",
+      "n2@ra",
+    ]);
+    // ra stops renewing: its links are not held once its lease ends
+    await store.heartbeat({ id: "rb", peerUrl: "https://b" }, 10_000, now);
+    assert.equal(await store.getLink("n2", later(3000)), null);
+    assert.deepEqual((await store.listLinks(later(3000))).map((l) => l.node), ["n1"]);
+    await store.releaseLink("n1", "L3");
+    assert.equal(await store.getLink("n1", now), null);
+    await store.leave("ra");
+    assert.equal(await store.getLink("n2", now), null);
+    assert.equal(await store.getLink("\uD800", now), null);
+  });
+
   test("everything persists across close and reopen", async (store, dir) => {
     const big = randomBytes(MiB);
     await store.createInvite(invite("inv", 3));
@@ -474,6 +531,48 @@ export function storeConformance(impl: StoreImpl): void {
 }
 
 storeConformance({ name: "deno kv store", open: (dir) => openKvStore(`${dir}/relay.kv`) });
+
+const pg = await testPostgres();
+if ("url" in pg) {
+  const urlFor = (dir: string) => withSchema(pg.url, testSchema(dir));
+  storeConformance({
+    name: "postgres store",
+    open: (dir) => openPgStore(urlFor(dir)),
+    cleanup: (dir) => dropPgSchema(urlFor(dir)),
+  });
+  // what only a shared store can show: replicas, each with its own connection
+  Deno.test("postgres store: three handles on one store see one another", async () => {
+    const url = withSchema(pg.url, testSchema(`shared-${crypto.randomUUID()}`));
+    const [a, b, c] = await Promise.all([openPgStore(url), openPgStore(url), openPgStore(url)]);
+    try {
+      const stop = new AbortController();
+      const watch = c.kvWatch("ns", { prefix: "job/" }, stop.signal);
+      const w = await a.kvSet("ns", "job/1", enc("from a"), {}, T0);
+      assert.ok(w.ok);
+      assert.deepEqual(await take(watch, 1), [
+        { type: "set", ns: "ns", key: "job/1", version: w.version, expiresAt: null },
+      ]);
+      assert.equal(dec((await b.kvGet("ns", "job/1", T0))!.value), "from a");
+      stop.abort();
+      await a.createInvite(invite("one-use"));
+      const raced = await Promise.all(
+        [a, b, c].flatMap((s, i) =>
+          Array.from({ length: 5 }, (_, j) => s.register("one-use", node(`n${i}${j}`, "c"), T0))
+        ),
+      );
+      assert.equal(raced.filter((r) => r.ok).length, 1, "one use registers exactly one node");
+      assert.equal((await b.listNodes()).length, 1);
+      const v0 = await c.authVersion();
+      await b.bumpAuthVersion();
+      assert.equal(await a.authVersion(), v0 + 1n);
+    } finally {
+      await Promise.all([a, b, c].map((s) => s[Symbol.asyncDispose]()));
+      await dropPgSchema(url);
+    }
+  });
+} else {
+  Deno.test({ name: `postgres store: SKIPPED (${pg.skip})`, ignore: true, fn() {} });
+}
 
 // ---------------------------------------------------------------------------
 // The KV HTTP API.
