@@ -282,8 +282,12 @@ async function reconnect(
       );
       return true;
     } catch (err) {
-      // the session itself is gone: no point in retrying
-      if (err instanceof CwError && (err.code === "not_found" || err.code === "not_running")) {
+      // the session itself is gone, or this credential was revoked: no point in retrying
+      if (
+        err instanceof CwError &&
+        ["not_found", "not_running", "unauthorized", "forbidden"].includes(err.code)
+      ) {
+        await note(`cannot reconnect: ${err.message}`);
         return false;
       }
       await new Promise((r) => setTimeout(r, delay));

@@ -9,6 +9,7 @@ import { parseDuration } from "../shared/duration.ts";
 import {
   loadRelayAccess,
   loadRelayConfig,
+  RELAY_MAX_URLS,
   type RelayAccess,
   relayHttpClient,
   removeLogin,
@@ -194,7 +195,13 @@ export async function setup(args: string[], home: string, client: NodeClient): P
     return 0;
   }
   const insecure = values.insecure === true;
-  const parsed = relayUrl(values["relay-url"], insecure, "invite");
+  // several addresses of one relay (its replicas), comma-separated: the node tries each in turn
+  const given = (values["relay-url"] ?? "").split(",").map((u) => u.trim()).filter(Boolean);
+  if (given.length > RELAY_MAX_URLS) {
+    throw new RelayUsageError(`At most ${RELAY_MAX_URLS} relay URLs`);
+  }
+  const parsed = relayUrl(given[0], insecure, "invite");
+  const more = given.slice(1).map((u) => relayUrl(u, insecure, "invite").origin);
   const invite = await readSecret({
     flag: "invite",
     value: values.invite,
@@ -239,7 +246,14 @@ export async function setup(args: string[], home: string, client: NodeClient): P
     throw err;
   }
   const { credential } = await res.json();
-  saveRelayConfig(home, { url: base, name, credential, caCert, insecure });
+  saveRelayConfig(home, {
+    url: base,
+    name,
+    credential,
+    caCert,
+    insecure,
+    ...(more.length ? { urls: more } : {}),
+  });
   await client.request({ op: "relay_reload" });
   // wait (bounded) for the link to come up so the user knows it works
   const deadline = Date.now() + 10_000;

@@ -58,6 +58,8 @@ export class RelayLink {
   #mux: Mux | null = null;
   #status: LinkStatus;
   #done: Promise<void>;
+  /** Which of the relay's addresses the link uses now (the config's url, then its urls). */
+  #at = 0;
 
   /** Starts linking at once. */
   constructor(config: RelayConfig, host: LinkHost) {
@@ -72,6 +74,10 @@ export class RelayLink {
       attempts: 0,
     };
     this.#done = this.#run();
+  }
+
+  #urls(): string[] {
+    return [this.#config.url, ...(this.#config.urls ?? [])];
   }
 
   /** A snapshot of the link's state. */
@@ -112,6 +118,12 @@ export class RelayLink {
       const started = Date.now();
       const outcome = await this.#connectOnce(signal);
       if (signal.aborted) return;
+      // another address of the relay (a replica) after a failed attempt
+      const all = this.#urls();
+      if (!outcome.connected && all.length > 1) {
+        this.#at = (this.#at + 1) % all.length;
+        this.#status.url = all[this.#at];
+      }
       if (outcome.connected) {
         // a link that was healthy retries at once; a flapping one keeps backing off
         if (Date.now() - started >= HEALTHY_MS) attempt = 0;
@@ -139,7 +151,8 @@ export class RelayLink {
   #connectOnce(
     signal: AbortSignal,
   ): Promise<{ connected: boolean; restarting: boolean; error: string }> {
-    const url = new URL("/node/connect", this.#config.url);
+    const base = this.#urls()[this.#at];
+    const url = new URL("/node/connect", base);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const opening = connectWebSocket(url, {
       headers: { authorization: `Bearer ${this.#config.credential}` },
@@ -164,7 +177,7 @@ export class RelayLink {
         connected = true;
         this.#set("connected", null);
         this.#host.logger.info(
-          `relay link: connected to ${this.#config.url} as ${this.#config.name}`,
+          `relay link: connected to ${base} as ${this.#config.name}`,
         );
         const timers: { status?: ReturnType<typeof setInterval> } = {};
         const mux = new Mux(ws, {
@@ -175,7 +188,8 @@ export class RelayLink {
           onControl: (msg) => {
             if (msg.type === "dialback" && typeof msg.ticket === "string") {
               const who = typeof msg.principal === "string" ? msg.principal.slice(0, 200) : null;
-              this.#host.dialback(this.#config, msg.ticket, who);
+              // back to the replica this link is on: the ticket is its own
+              this.#host.dialback({ ...this.#config, url: base }, msg.ticket, who);
             }
           },
           onGoaway: (reason, message) => {

@@ -24,13 +24,14 @@ import { ensurePrivateDir } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
 import { readSecret } from "../shared/secret_input.ts";
 import { defaultDataDir, relayMain } from "./main.ts";
-import { openKvStore } from "./kv_store.ts";
+import { openRelayStore, storeUrlFrom } from "./open_store.ts";
 import type { RelayStore } from "./store.ts";
 
 const USAGE = `Usage:
   cw relay [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--base-url URL]
            [--data-dir DIR] [--auth-mode token|none] [--behind-proxy PROXY_IP]
            [--ssh-listen ADDR|off]  (SSH gateway, default 0.0.0.0:2222)
+           [--store postgres://USER@HOST/DB [--peer-url URL] [--peer-ca FILE]]
   cw relay invite [--network NAME] [--uses N] [--ttl DURATION]   print a new invite token
   cw relay invite --list | --revoke ID|TOKEN    (ID as --list prints it)
   cw relay user add NAME [--network NAME] [--read-only] [--ttl DURATION]   print a user token
@@ -41,6 +42,9 @@ Networks: every credential reaches only its own network (default: "default").
 Admin commands work on --data-dir DIR (default ~/.codewire/relay), or on a
 running relay with --relay-url URL [--ca-cert FILE] and the admin token from
 --admin-token-file FILE, --admin-token - (stdin) or CW_RELAY_ADMIN_TOKEN.
+Replicas: relays given the same PostgreSQL store (--store, or CW_RELAY_STORE when
+the URL has a password) share every record and reach one another's nodes; each
+is reached by its peers at --peer-url (default: its listening address).
 Plain http:// only to loopback, unless --insecure. CW_RELAY_LISTEN sets the default
 --listen (the container image: 0.0.0.0:8443).`;
 
@@ -87,6 +91,7 @@ interface Admin {
 function adminFlags() {
   return {
     "data-dir": { type: "string" as const },
+    store: { type: "string" as const },
     "relay-url": { type: "string" as const },
     "ca-cert": { type: "string" as const },
     "admin-token": { type: "string" as const },
@@ -99,6 +104,7 @@ function adminFlags() {
 async function openAdmin(
   values: {
     "data-dir"?: string;
+    store?: string;
     "relay-url"?: string;
     "ca-cert"?: string;
     "admin-token"?: string;
@@ -136,7 +142,8 @@ async function openAdmin(
   }
   const dir = values["data-dir"] ?? defaultDataDir();
   ensurePrivateDir(dir);
-  return storeAdmin(await openKvStore(join(dir, "relay.kv")), dir);
+  const { store } = await openRelayStore(dir, storeUrlFrom(values.store));
+  return storeAdmin(store, dir);
 }
 
 function storeAdmin(store: RelayStore, dir: string): Admin {

@@ -182,8 +182,6 @@ interface OrphanMark {
   chunks: number;
 }
 
-const encoder = new TextEncoder();
-
 /**
  * Opens (creating it if needed) the relay's store on the Deno KV file at
  * `path`, and deletes blobs left behind by a crash during a write.

@@ -13,6 +13,7 @@ import { checkRelayName, RELAY_NAME_RE } from "../shared/names.ts";
 import { RateLimiter } from "../shared/rate_limit.ts";
 import { constantTimeEqual, hashSecret, newToken } from "../shared/secrets.ts";
 import type { AuditLog } from "./audit.ts";
+import type { Cluster } from "./cluster.ts";
 import type { Gate } from "./gate.ts";
 import { type Ctx, type Env, expectWebSocket, jsonBody, sameOrigin, upgrade } from "./http.ts";
 import type { NetworkWebhooks } from "./webhooks.ts";
@@ -40,6 +41,8 @@ export interface LinksDeps {
   cutOff(id: string, reason: string): void;
   /** Where nodes' notices go (relay/webhooks.ts); absent: nowhere. */
   webhooks?: NetworkWebhooks;
+  /** Replicas on a shared store (relay/cluster.ts); absent: this relay is alone. */
+  cluster?: Cluster | null;
 }
 
 /** What the links offer the rest of the relay. */
@@ -48,8 +51,9 @@ export interface Links {
    * Asks node `name` to dial back for an SSH session of `principal`; throws
    * CwError `not_found` (also for a node of another network: the same
    * answer as for no node), `node_offline`, `rate_limited` or `timeout`.
+   * A node linked to another replica is reached through it, unless `here`.
    */
-  dialback(name: string, principal: Principal): Promise<WebSocket>;
+  dialback(name: string, principal: Principal, opts?: { here?: boolean }): Promise<WebSocket>;
 }
 
 /** Mounts `/api/v1/register`, `/node/connect` and `/node/dialback`. */
@@ -202,6 +206,9 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
         },
         onClose(reason) {
           deps.hub.remove(live);
+          deps.cluster?.linkDown(live).catch((err) =>
+            deps.logger.warn(`cluster: cannot release ${name}'s link: ${err?.message ?? err}`)
+          );
           touch(name, addr, live.version).catch(() => {});
           deps.audit.record({
             event: "link_down",
@@ -215,6 +222,9 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
         },
       }, { role: "accept" });
       deps.hub.add(live);
+      deps.cluster?.linkUp(live).catch((err) =>
+        deps.logger.warn(`cluster: cannot record ${name}'s link: ${err?.message ?? err}`)
+      );
       touch(name, addr, null).catch(() => {});
       deps.audit.record({ event: "link_up", principal: `node:${name}`, network, node: name, addr });
       deps.logger.info(`node ${name} (network ${network}) connected from ${addr}`);
@@ -234,12 +244,16 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
   };
 
   return {
-    async dialback(name: string, principal: Principal): Promise<WebSocket> {
+    async dialback(name: string, principal: Principal, opts = {}): Promise<WebSocket> {
       const node = RELAY_NAME_RE.test(name) ? await deps.store.getNode(name) : null;
       if (!node || node.revokedAt || !reaches(principal, node.network)) {
         throw new CwError("not_found", `Unknown node "${name}"`);
       }
       const live = deps.hub.get(name);
+      if (!live && !opts.here && deps.cluster) {
+        const link = await deps.cluster.locate(name);
+        if (link) return await deps.cluster.dialback(link, principal);
+      }
       if (!live) throw new CwError("node_offline", `Node "${name}" is offline`);
       const { ticket, connected, cancel } = await tickets.issue(name);
       live.mux.control({ type: "dialback", ticket, principal: principal.id });

@@ -5,7 +5,10 @@ import { fileLogger, type Logger } from "../shared/logger.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../shared/paths.ts";
 import { hashSecret, newToken } from "../shared/secrets.ts";
 import { VERSION } from "../shared/version.ts";
-import { openKvStore } from "./kv_store.ts";
+import { openRelayStore, storeUrlFrom } from "./open_store.ts";
+import type { RelayStore } from "./store.ts";
+import { Cluster } from "./cluster.ts";
+import { Hub } from "./hub.ts";
 import { isLoopback, parseListen } from "../shared/net.ts";
 import { createRelay } from "./server.ts";
 import { AuditLog } from "./audit.ts";
@@ -18,7 +21,12 @@ import {
   RELAY_HTTP_LIMITS,
   RELAY_SSH_LIMITS,
 } from "../shared/listener_limits.ts";
-import { loadOrCreateHostKey, startSshGateway } from "./ssh_gateway.ts";
+import {
+  describeHostKey,
+  loadOrCreateHostKey,
+  newHostKey,
+  startSshGateway,
+} from "./ssh_gateway.ts";
 
 /** Parsed `cw relay` settings. */
 export interface RelayOptions {
@@ -30,6 +38,12 @@ export interface RelayOptions {
   behindProxy: string | null;
   /** The SSH gateway's address; null turns it off. */
   sshListen: { hostname: string; port: number } | null;
+  /** PostgreSQL store URL (relay/open_store.ts); null: Deno KV in the data dir. */
+  storeUrl: string | null;
+  /** Where other replicas reach this one; null: its listening address. */
+  peerUrl: string | null;
+  /** PEM CA for peers' TLS certificates; null: the system's. */
+  peerCa: string | null;
 }
 
 /** Where the relay keeps its state by default. */
@@ -52,6 +66,9 @@ export function parseRelayArgs(args: string[]): RelayOptions {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "behind-proxy": { type: "string" },
+      store: { type: "string" },
+      "peer-url": { type: "string" },
+      "peer-ca": { type: "string" },
     },
   });
   if (positionals.length) throw new RangeError(`Unexpected argument "${positionals[0]}"`);
@@ -94,8 +111,34 @@ export function parseRelayArgs(args: string[]): RelayOptions {
       "--auth-mode none is only allowed when every listener is on loopback (see --ssh-listen)",
     );
   }
+  const storeUrl = storeUrlFrom(values.store);
+  // CW_RELAY_PEER_URL: where flags are awkward (a container's environment)
+  const peerUrl = values["peer-url"] ?? (Deno.env.get("CW_RELAY_PEER_URL") || null);
+  if (peerUrl !== null) {
+    let u: URL | null = null;
+    try {
+      u = new URL(peerUrl);
+    } catch { /* below */ }
+    if (!u || (u.protocol !== "https:" && u.protocol !== "http:")) {
+      throw new RangeError(`--peer-url must be an https:// URL, not "${peerUrl.slice(0, 100)}"`);
+    }
+  }
+  if (storeUrl === null && (peerUrl !== null || values["peer-ca"] !== undefined)) {
+    throw new RangeError(
+      "--peer-url and --peer-ca are for replicas on a shared store: give --store",
+    );
+  }
+  if (storeUrl !== null && peerUrl === null && /^(0\.0\.0\.0|::)$/.test(listen.hostname)) {
+    // a wildcard address says nothing about where peers can reach this replica
+    throw new RangeError(
+      `Give --peer-url: other replicas cannot reach ${listen.hostname} (listening on every address)`,
+    );
+  }
   return {
     sshListen,
+    storeUrl,
+    peerUrl,
+    peerCa: values["peer-ca"] ? Deno.readTextFileSync(values["peer-ca"]) : null,
     dataDir: values["data-dir"] ?? defaultDataDir(),
     listen,
     baseUrl: values["base-url"] ?? null,
@@ -105,11 +148,32 @@ export function parseRelayArgs(args: string[]): RelayOptions {
   };
 }
 
-/** The admin token's hash: from CW_RELAY_ADMIN_TOKEN, or generated once into the data dir. */
-async function adminTokenHash(dataDir: string, logger: Logger): Promise<string> {
+/**
+ * The admin token's hash: from CW_RELAY_ADMIN_TOKEN, or generated once into
+ * the data dir. Replicas on a shared store share it: the first one's token
+ * (in its data dir) is everyone's.
+ */
+async function adminTokenHash(
+  dataDir: string,
+  logger: Logger,
+  shared: RelayStore | null,
+): Promise<string> {
   const fromEnv = Deno.env.get("CW_RELAY_ADMIN_TOKEN");
   if (fromEnv) return await hashSecret(fromEnv);
   const path = join(dataDir, "admin.token");
+  if (shared) {
+    const token = newToken("cwa");
+    const mine = await hashSecret(token);
+    const hash = await shared.sharedValue("admin-token-hash", () => mine);
+    if (hash === mine) {
+      writeFileAtomic(path, token + "\n", 0o600);
+      logger.info(`generated the replicas' admin token in ${path}`);
+    } else {
+      // another replica's token: a file here would hold one that does not work
+      await Deno.remove(path).catch(() => {});
+    }
+    return hash;
+  }
   try {
     return await hashSecret(Deno.readTextFileSync(path).trim());
   } catch (err) {
@@ -134,17 +198,36 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   // the SSH gateway gets a quarter: each of its sessions also holds a dial-back on HTTPS
   const httpMax = maxConnectionsFor(budget);
   const sshMax = Math.max(1, Math.floor(httpMax / 4));
-  await using store = await openKvStore(join(opts.dataDir, "relay.kv"));
-  const adminHash = opts.authMode === "token" ? await adminTokenHash(opts.dataDir, logger) : null;
+  const opened = await openRelayStore(opts.dataDir, opts.storeUrl);
+  await using store = opened.store;
+  logger.info(`store: ${opened.where}`);
+  const adminHash = opts.authMode === "token"
+    ? await adminTokenHash(opts.dataDir, logger, opened.shared ? store : null)
+    : null;
   const scheme = opts.tls ? "https" : "http";
 
   let baseUrl = opts.baseUrl ?? "";
-  const hostKey = opts.sshListen
-    ? loadOrCreateHostKey(join(opts.dataDir, "ssh_host_ed25519_key"))
-    : null;
+  // replicas present one host key: the first makes it, in the store
+  const hostKey = !opts.sshListen
+    ? null
+    : opened.shared
+    ? describeHostKey(await store.sharedValue("ssh-host-key", newHostKey))
+    : loadOrCreateHostKey(join(opts.dataDir, "ssh_host_ed25519_key"));
   let sshPort: number | null = null;
   const audit = new AuditLog(join(opts.dataDir, "audit.log"));
+  const hub = new Hub();
+  const cluster = opened.shared
+    ? await Cluster.create({
+      store,
+      logger,
+      hub,
+      now: () => new Date(),
+      peerCaCerts: opts.peerCa ? [opts.peerCa] : undefined,
+    })
+    : null;
   using relay = createRelay({
+    hub,
+    cluster,
     audit,
     pollAuth: true,
     authorizedKeysFile: join(opts.dataDir, "authorized_keys"),
@@ -178,6 +261,11 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${scheme}://${host}:${addr.port}`;
   baseUrl ||= url;
+  if (cluster) {
+    const peerUrl = opts.peerUrl ?? url;
+    await cluster.start(peerUrl);
+    logger.info(`replica ${cluster.id}: peers reach it at ${peerUrl}`);
+  }
   logger.info(`cw relay ${VERSION} listening on ${url}`);
   logger.info(`base URL ${baseUrl}; data dir ${opts.dataDir}; auth mode ${opts.authMode}`);
   logger.info(
@@ -221,6 +309,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   const reason = await stop.promise;
   logger.info(`shutting down (${reason})`);
   relay.goaway("the relay is restarting");
+  await cluster?.leave(); // its nodes are not here any more: peers stop forwarding at once
   await gateway?.close().catch(() => {});
   const closed = server.shutdown();
   const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -20,6 +20,7 @@ import { encodeJson, FrameKind } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { wsDuplex } from "../shared/ws_duplex.ts";
 import type { AuditLog } from "./audit.ts";
+import type { Cluster } from "./cluster.ts";
 import type { Gate } from "./gate.ts";
 import { type Ctx, type Env, expectWebSocket, jsonBody, sameOrigin, upgrade } from "./http.ts";
 import type { Hub } from "./hub.ts";
@@ -43,6 +44,8 @@ export interface ClientRoutesDeps {
   info: () => Record<string, unknown>;
   /** Closes every connection of a principal id (a removed key's SSH sessions). */
   cutOff(id: string, reason: string): void;
+  /** Replicas on a shared store: nodes linked to another are reached through it. */
+  cluster?: Cluster | null;
 }
 
 /**
@@ -83,12 +86,13 @@ export function clientRoutes(app: Hono<Env>, deps: ClientRoutesDeps): void {
     const only = p.network ?? c.req.query("network") ?? null;
     const nodes = (await deps.store.listNodes())
       .filter((n) => !n.revokedAt && (only === null || n.network === only));
+    const elsewhere = deps.cluster ? await deps.cluster.onlineNodes() : new Set<string>();
     const rows: NodeRow[] = nodes.map((n) => {
       const live = deps.hub.get(n.name);
       return {
         name: n.name,
         network: n.network,
-        online: live !== undefined,
+        online: live !== undefined || elsewhere.has(n.name),
         lastSeenAt: live ? deps.now().toISOString() : n.lastSeenAt,
         addr: live?.addr ?? n.lastAddr,
         version: live?.version ?? n.version,
@@ -116,27 +120,31 @@ export function clientRoutes(app: Hono<Env>, deps: ClientRoutesDeps): void {
     // client that types into a program that does not read is held back, not queued
     const { socket, response, taken } = upgrade(c, STREAM_MAX_MESSAGE, { onTake: false });
     const client = wsDuplex(socket, { onTaken: taken });
-    const live = deps.hub.get(name);
     const answer = (code: ErrorCode, message: string) => {
       // a WebSocket client cannot read an HTTP error body: answer in the protocol
       socket.send(encodeJson(FrameKind.ERROR, { code, message }));
       socket.close(1000);
     };
-    socket.addEventListener("open", () => {
+    socket.addEventListener("open", async () => {
       if (!known) return answer("not_found", `Unknown node "${name}"`);
       if (revoked) return answer("forbidden", `Node "${name}" has been revoked`);
-      if (!live) return answer("node_offline", `Node "${name}" is offline`);
-      deps.metrics.inc("cw_relay_client_streams_total", { principal: p.kind });
+      const meta = {
+        kind: "node",
+        // the node checks again what this principal may do (shared/access.ts)
+        principal: { id: p.id, network: p.network, readOnly: p.readOnly },
+      };
       let stream;
       try {
-        stream = live.mux.open({
-          kind: "node",
-          // the node checks again what this principal may do (shared/access.ts)
-          principal: { id: p.id, network: p.network, readOnly: p.readOnly },
-        });
+        const live = deps.hub.get(name);
+        // linked to another replica: through it (relay/cluster.ts)
+        const link = live || !deps.cluster ? null : await deps.cluster.locate(name);
+        if (!live && !link) return answer("node_offline", `Node "${name}" is offline`);
+        stream = live ? live.mux.open(meta) : await deps.cluster!.openStream(link!, meta);
       } catch (err) {
         return answer("node_offline", `Node "${name}": ${(err as Error).message}`);
       }
+      if (socket.readyState !== WebSocket.OPEN) return stream.close();
+      deps.metrics.inc("cw_relay_client_streams_total", { principal: p.kind });
       const base = { principal: p.id, network, node: name, addr };
       const started = Date.now();
       void guardedSplice(client, stream, {

@@ -20,6 +20,8 @@ import type { AuditLog } from "./audit.ts";
 import { Gate } from "./gate.ts";
 import { clientAddr, type Env } from "./http.ts";
 import { Hub } from "./hub.ts";
+import type { Cluster } from "./cluster.ts";
+import { peerRoutes } from "./routes_peer.ts";
 import { linkRoutes } from "./links.ts";
 import { Metrics } from "./metrics.ts";
 import { AUTH_POLL_MS, Authenticator, Connections, type Principal } from "./principals.ts";
@@ -52,6 +54,10 @@ export interface RelayDeps {
   pollAuth?: boolean;
   /** `webhooks.json`: a webhook per network for nodes' notices (relay/webhooks.ts). */
   webhooksFile?: string | null;
+  /** The live links (made here when absent); the cluster shares it. */
+  hub?: Hub;
+  /** Replicas on a shared store (relay/cluster.ts); absent: this relay is alone. */
+  cluster?: Cluster | null;
 }
 
 /** The relay: its HTTP app plus the live state behind it. */
@@ -83,7 +89,8 @@ export interface Relay extends Disposable {
 export function createRelay(deps: RelayDeps): Relay {
   const now = deps.now ?? (() => new Date());
   const baseUrl = () => deps.baseUrl;
-  const hub = new Hub();
+  const hub = deps.hub ?? new Hub();
+  const cluster = deps.cluster ?? null;
   const metrics = new Metrics();
   const connections = new Connections();
   const web = new WebSessions(now);
@@ -204,6 +211,12 @@ export function createRelay(deps: RelayDeps): Relay {
     baseUrl,
     cutOff,
     webhooks: webhooks ?? undefined,
+    cluster,
+  });
+  peerRoutes(app, {
+    cluster,
+    hub,
+    dialbackHere: (name, principal) => links.dialback(name, principal, { here: true }),
   });
   webRoutes(app, { web, gate, audit: deps.audit, baseUrl });
   webAssetRoutes(app);
@@ -218,6 +231,7 @@ export function createRelay(deps: RelayDeps): Relay {
     baseUrl,
     info: deps.info ?? (() => ({})),
     cutOff,
+    cluster,
   });
 
   // a known path with the wrong method says so (405), rather than "no route"
@@ -288,7 +302,8 @@ export function createRelay(deps: RelayDeps): Relay {
       for (const node of hub.all()) node.mux.goaway("relay_restarting", message);
     },
     dialback: links.dialback,
-    speaks: (name: string, feature: string) => hub.get(name)?.features?.includes(feature) ?? false,
+    speaks: (name: string, feature: string) =>
+      (hub.get(name)?.features ?? cluster?.features(name))?.includes(feature) ?? false,
     publicKeys,
     passwordPrincipal: (password: string) => auth.principalOf(password),
     holdSshConnection(peer: Peer, principal: Principal) {

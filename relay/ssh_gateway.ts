@@ -101,19 +101,32 @@ export function loadOrCreateHostKey(
     privateKey = Deno.readTextFileSync(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
-    // about 1 in 256 ed25519 keys from ssh2 come out malformed here (a 31-byte public key)
-    // and would never parse again: save only a key that parses back
-    for (let tries = 1;; tries++) {
-      privateKey = utils.generateKeyPairSync("ed25519").private;
-      const check = utils.parseKey(privateKey);
-      if (!(check instanceof Error) && !Array.isArray(check)) break;
-      if (tries === 10) throw new CwError("internal", "Cannot generate an SSH host key");
-    }
+    privateKey = newHostKey();
     writeFileAtomic(path, privateKey, 0o600);
   }
+  return describeHostKey(privateKey, path);
+}
+
+/** A new ed25519 host key (OpenSSH private key text). */
+export function newHostKey(): string {
+  // about 1 in 256 ed25519 keys from ssh2 come out malformed here (a 31-byte public key)
+  // and would never parse again: keep only a key that parses back
+  for (let tries = 1;; tries++) {
+    const privateKey = utils.generateKeyPairSync("ed25519").private;
+    const check = utils.parseKey(privateKey);
+    if (!(check instanceof Error) && !Array.isArray(check)) return privateKey;
+    if (tries === 10) throw new CwError("internal", "Cannot generate an SSH host key");
+  }
+}
+
+/** A host key with its public line and fingerprint; throws when it does not parse. */
+export function describeHostKey(
+  privateKey: string,
+  from = "the store",
+): { privateKey: string; publicLine: string; fingerprint: string } {
   const parsed = utils.parseKey(privateKey);
   if (parsed instanceof Error || Array.isArray(parsed)) {
-    throw new CwError("internal", `Cannot read the SSH host key ${path}`);
+    throw new CwError("internal", `Cannot read the SSH host key in ${from}`);
   }
   const blob = new Uint8Array(parsed.getPublicSSH());
   return {

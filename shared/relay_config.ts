@@ -15,7 +15,15 @@ export interface RelayConfig {
   caCert: string | null;
   /** The user accepted plain `http://` to a host that is not loopback (`--insecure`). */
   insecure?: boolean;
+  /**
+   * More addresses of the same relay (its replicas, relay/cluster.ts): when
+   * the link cannot reach one, it tries the next ({@link RELAY_MAX_URLS} in all).
+   */
+  urls?: string[];
 }
+
+/** Most addresses a node keeps for its relay. */
+export const RELAY_MAX_URLS = 8;
 
 /** Path of the relay config in a data dir. */
 export function relayConfigPath(home: string): string {
@@ -42,6 +50,10 @@ export function loadRelayConfig(home: string): RelayConfig | null {
         credential: v.credential,
         caCert: typeof v.caCert === "string" ? v.caCert : null,
         insecure: v.insecure === true,
+        urls: Array.isArray(v.urls)
+          ? v.urls.filter((u: unknown): u is string => typeof u === "string")
+            .slice(0, RELAY_MAX_URLS - 1)
+          : undefined,
       };
     }
   } catch {
@@ -55,7 +67,16 @@ export function loadRelayConfig(home: string): RelayConfig | null {
  * credential in clear text to another host: a plain `http://` URL that is not
  * loopback, saved without `--insecure` (by hand, or by an older cw).
  */
-export function assertRelayTransport(config: Pick<RelayConfig, "url" | "insecure">): void {
+export function assertRelayTransport(
+  config: Pick<RelayConfig, "url" | "insecure" | "urls">,
+): void {
+  for (const url of [config.url, ...(config.urls ?? [])]) {
+    assertOneTransport(url, config.insecure);
+  }
+}
+
+function assertOneTransport(url: string, insecure: boolean | undefined): void {
+  const config = { url, insecure };
   if (!config.insecure && isCleartextRemote(new URL(config.url))) {
     throw new CwError(
       "forbidden",

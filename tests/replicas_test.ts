@@ -1,0 +1,299 @@
+/**
+ * Relay replicas on one PostgreSQL (relay/cluster.ts), end to end: real
+ * `cw relay` processes on loopback with TLS, a real node, the real CLI, the
+ * real `ssh` client, a private PostgreSQL (tests/postgres.ts).
+ */
+import assert from "node:assert/strict";
+import { dropPgSchema } from "../relay/store_pg.ts";
+import { CW_SHELL, CwHome, shellQuote, Tmux, waitFor } from "./helpers.ts";
+import { testPostgres, testSchema, withSchema } from "./postgres.ts";
+import {
+  ADMIN_TOKEN,
+  caClient,
+  invite,
+  makeCerts,
+  RelayProcess,
+  type TestCerts,
+  waitOnline,
+} from "./relay_helpers.ts";
+
+const pg = await testPostgres();
+const SKIP = "url" in pg ? null : pg.skip;
+
+/** Replicas on one fresh schema; everything stopped and dropped on dispose. */
+class Replicas implements AsyncDisposable {
+  relays: RelayProcess[] = [];
+  client!: Deno.HttpClient;
+  certs!: TestCerts;
+  storeUrl!: string;
+  root!: string;
+
+  static async start(n: number): Promise<Replicas> {
+    const r = new Replicas();
+    r.root = await Deno.makeTempDir({ prefix: "cw-replicas-" });
+    r.storeUrl = withSchema((pg as { url: string }).url, testSchema(r.root));
+    r.certs = await makeCerts(`${r.root}/pki`);
+    r.client = caClient(r.certs);
+    try {
+      for (let i = 0; i < n; i++) r.relays.push(await r.#start(i));
+    } catch (err) {
+      await r[Symbol.asyncDispose]();
+      throw err;
+    }
+    return r;
+  }
+
+  /** Starts replica `i` (again, after a kill: on the same ports). */
+  async #start(i: number, ports?: { https: number; ssh: number }): Promise<RelayProcess> {
+    return await RelayProcess.start(`${this.root}/relay-${i}`, this.certs, {
+      port: ports?.https,
+      // the URL carries a password: in the environment, never in argv
+      env: { CW_RELAY_STORE: this.storeUrl },
+      extra: [
+        "--peer-ca",
+        this.certs.ca,
+        "--ssh-listen",
+        `127.0.0.1:${ports?.ssh ?? 0}`,
+      ],
+    });
+  }
+
+  async api(i: number, method: string, path: string, body?: unknown, token = ADMIN_TOKEN) {
+    const res = await fetch(`${this.relays[i].url}${path}`, {
+      method,
+      client: this.client,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  }
+
+  async sshPort(i: number): Promise<number> {
+    return (await this.api(i, "GET", "/api/v1/info")).json.ssh.port;
+  }
+
+  /** A laptop: a user logged in to replica `i`. */
+  async laptop(i: number, name: string, readOnly = false): Promise<CwHome> {
+    const made = await this.api(i, "POST", "/api/v1/users", { name, readOnly });
+    assert.equal(made.status, 201, JSON.stringify(made.json));
+    const home = new CwHome();
+    await home.ok([
+      "login",
+      "--relay-url",
+      this.relays[i].url,
+      "--token",
+      "-",
+      "--ca-cert",
+      this.certs.ca,
+    ], {
+      stdin: `${made.json.token}\n`,
+    });
+    return home;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const r of this.relays) await r.stop().catch(() => {});
+    this.client?.close();
+    await dropPgSchema(this.storeUrl).catch(() => {});
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** `cw setup` of `home`'s node on the relay addresses `urls` (comma-separated). */
+async function setupNode(
+  home: CwHome,
+  urls: string,
+  certs: TestCerts,
+  name: string,
+  token: string,
+) {
+  await home.ok([
+    "setup",
+    "--relay-url",
+    urls,
+    "--invite",
+    token,
+    "--name",
+    name,
+    "--ca-cert",
+    certs.ca,
+  ]);
+}
+
+/** A key pair for ssh, made with ssh-keygen. */
+async function keygen(dir: string): Promise<string> {
+  const path = `${dir}/id_ed25519`;
+  const out = await new Deno.Command("ssh-keygen", {
+    args: ["-q", "-t", "ed25519", "-N", "", "-f", path],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return path;
+}
+
+async function ssh(key: string, port: number, node: string, command: string, knownHosts: string) {
+  const env = Deno.env.toObject();
+  delete env.SSH_AUTH_SOCK;
+  const out = await new Deno.Command("ssh", {
+    args: [
+      "-F",
+      "/dev/null",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      `UserKnownHostsFile=${knownHosts}`,
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      "ConnectTimeout=10",
+      "-o",
+      "LogLevel=ERROR",
+      "-i",
+      key,
+      "-p",
+      String(port),
+      `${node}@127.0.0.1`,
+      command,
+    ],
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function startPane(tmux: Tmux, home: CwHome, name: string): Promise<void> {
+  const bin = `${home.root}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(`${bin}/cw`, `#!/bin/sh\nexec ${CW_SHELL} "$@"\n`, { mode: 0o755 });
+  const path = `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`;
+  const shell = ["env", `PATH=${path}`, "PS1=pane$ ", "bash", "--norc", "--noprofile"]
+    .map(shellQuote).join(" ");
+  await tmux.start(name, shell, 100, 30, { CW_HOME: home.home, HISTFILE: "" });
+  await tmux.waitFor(name, "pane$");
+}
+
+Deno.test({
+  name: SKIP
+    ? `replicas: SKIPPED (${SKIP})`
+    : "replicas: a node on A is reached through B (attach) and C (ssh); KV, invites and revocations are shared",
+  ignore: SKIP !== null,
+  fn: async () => {
+    await using cluster = await Replicas.start(3);
+    const [A, B, C] = cluster.relays;
+    await using node = new CwHome();
+    // the invite made on B registers on A: one store
+    await setupNode(node, A.url, cluster.certs, "dev-1", await invite(B, cluster.client));
+    await using laptop = await cluster.laptop(1, "ana");
+    await waitOnline(laptop, "dev-1");
+
+    // every replica presents one SSH host key
+    const keys = await Promise.all([0, 1, 2].map((i) => cluster.api(i, "GET", "/api/v1/info")));
+    assert.equal(new Set(keys.map((k) => k.json.ssh.hostKey)).size, 1);
+
+    // ---- a session on the node, through B: launch, logs, attach with typing
+    const id = (await laptop.ok([
+      "launch",
+      "dev-1",
+      "--",
+      "sh",
+      "-c",
+      'echo ready; read line; echo "got-$line"; sleep 600',
+    ])).trim();
+    assert.match(id, /^dev-1:\d+$/);
+    await waitFor(
+      "the session's output through B",
+      async () => (await laptop.run(["logs", id])).stdout.includes("ready"),
+      10_000,
+    );
+    await using tmux = new Tmux(laptop.root);
+    await startPane(tmux, laptop, "t");
+    await tmux.typeLine("t", `cw attach ${id}`);
+    await tmux.waitFor("t", /ready/);
+    await tmux.typeLine("t", "through-b");
+    await tmux.waitFor("t", /got-through-b/);
+    await tmux.keys("t", ["C-b", "d"]);
+    await tmux.waitFor("t", /detached from session/);
+
+    // ---- SSH through C, with the host key pinned from A
+    const key = await keygen(laptop.root);
+    await node.ok(["ssh-key", "add", `${key}.pub`]);
+    const sshC = await cluster.sshPort(2);
+    const knownHosts = `${laptop.root}/known_hosts`;
+    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${sshC} ${keys[0].json.ssh.hostKey}\n`);
+    const viaC = await ssh(key, sshC, "dev-1", "echo via-ssh-$((40+2)); exit 3", knownHosts);
+    assert.equal(viaC.stdout, "via-ssh-42\n", viaC.stderr);
+    assert.equal(viaC.code, 3);
+
+    // ---- KV: a write on A is seen by a watcher on C
+    const watch = await fetch(`${C.url}/api/v1/kv/jobs/build?watch=1`, {
+      client: cluster.client,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    assert.equal(watch.status, 200);
+    const reader = watch.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    const sawWrite = (async () => {
+      while (!seen.includes('"type":"set"')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        seen += value;
+      }
+    })();
+    // the watch is subscribed once its response started: write now
+    const put = await fetch(`${A.url}/api/v1/kv/jobs/build`, {
+      method: "PUT",
+      client: cluster.client,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: "done-on-a",
+    });
+    assert.equal(put.status, 201);
+    const { version } = await put.json();
+    const event = `{"type":"set","ns":"jobs","key":"build","version":"${version}"`;
+    await waitFor("the watcher on C to see A's write", () => seen.includes(event) || null, 5_000)
+      .catch((err) => {
+        throw new Error(`${err.message}; seen: ${seen}`);
+      });
+    await reader.cancel();
+    await sawWrite.catch(() => {});
+
+    // ---- a one-use invite raced on A, B and C registers exactly one node
+    const once = await invite(A, cluster.client, 1);
+    const raced = await Promise.all(cluster.relays.map((r, i) =>
+      fetch(`${r.url}/api/v1/register`, {
+        method: "POST",
+        client: cluster.client,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: `racer-${i}`, invite: once }),
+      }).then(async (res) => ({ status: res.status, body: await res.text() }))
+    ));
+    assert.equal(raced.filter((r) => r.status === 201).length, 1, JSON.stringify(raced));
+    assert.equal(raced.filter((r) => r.body.includes('"invite_invalid"')).length, 2);
+
+    // ---- a revocation on B cuts a stream held on C within 1 s
+    await using viewer = await cluster.laptop(2, "viewer");
+    await using tmux2 = new Tmux(viewer.root);
+    await startPane(tmux2, viewer, "v");
+    await tmux2.typeLine("v", `cw attach ${id}; echo ATTACH-EXIT=$?`);
+    await tmux2.waitFor("v", /got-through-b/);
+    const t0 = performance.now();
+    const revoked = await cluster.api(1, "DELETE", "/api/v1/users/viewer");
+    assert.equal(revoked.status, 204);
+    const pane = await tmux2.waitFor("v", /^ATTACH-EXIT=\d+$/m, 5_000);
+    const ms = performance.now() - t0;
+    console.log(`revocation on B cut the attach held on C after ${ms.toFixed(0)} ms`);
+    assert.ok(ms < 1000, `the stream on C lived ${ms.toFixed(0)} ms after the revocation on B`);
+    assert.match(pane, /cannot reconnect: Invalid credential/);
+    assert.doesNotMatch(pane, /ATTACH-EXIT=0/);
+
+    await laptop.ok(["kill", id]);
+    await node.ok(["stop"]);
+  },
+});
