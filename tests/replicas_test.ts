@@ -297,3 +297,82 @@ Deno.test({
     await node.ok(["stop"]);
   },
 });
+
+Deno.test({
+  name: SKIP
+    ? `replicas: SKIPPED (${SKIP})`
+    : "replicas: kill -9 of the replica holding a node: back through another within 5 s, attach resumes byte-exact",
+  ignore: SKIP !== null,
+  fn: async () => {
+    await using cluster = await Replicas.start(3);
+    const [A, B] = cluster.relays;
+    await using node = new CwHome();
+    // the node knows two addresses of the relay: A first, then B
+    await setupNode(
+      node,
+      `${A.url},${B.url}`,
+      cluster.certs,
+      "dev-1",
+      await invite(A, cluster.client),
+    );
+    await using laptop = await cluster.laptop(2, "ana");
+    await waitOnline(laptop, "dev-1");
+    const id = (await laptop.ok([
+      "launch",
+      "dev-1",
+      "--",
+      "sh",
+      "-c",
+      'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo "tick $i"; sleep 0.02; done',
+    ])).trim();
+    await using tmux = new Tmux(laptop.root);
+    await startPane(tmux, laptop, "t");
+    const outFile = `${laptop.root}/attach.out`;
+    const errFile = `${laptop.root}/attach.err`;
+    // through C, which forwards to A; output byte for byte to a file
+    await tmux.typeLine(
+      "t",
+      `cw attach --raw-history ${id} >${outFile} 2>${errFile}; echo ATTACH-EXIT=$?`,
+    );
+    const read = (file: string) => Deno.readTextFile(file).catch(() => "");
+    const lastTick = async () =>
+      Number([...(await read(outFile)).matchAll(/tick (\d+)\r\n/g)].at(-1)?.[1] ?? 0);
+    try {
+      await waitFor("ticks through C", async () => await lastTick() >= 10, 15_000);
+      const t0 = performance.now();
+      await A.kill();
+      await waitOnline(laptop, "dev-1", true, 10_000);
+      // online through C again means the node relinked (to B): C's listing comes from the store
+      let back = 0;
+      await waitFor("the node to answer through C", async () => {
+        const r = await laptop.run(["list", "dev-1"]);
+        back = performance.now() - t0;
+        return r.code === 0;
+      }, 10_000);
+      console.log(`kill -9 of A: dev-1 answered through C again after ${back.toFixed(0)} ms`);
+      assert.ok(back < 5000, `the node was unreachable for ${back.toFixed(0)} ms`);
+      await waitFor("attach to say it reconnected", async () => {
+        const notes = await read(errFile);
+        if (/cannot reconnect|lost the connection/.test(notes)) throw new Error(notes);
+        return /\breconnected\b/.test(notes);
+      }, 15_000);
+      const resumedAt = await lastTick();
+      await waitFor(
+        "ticks after the failover",
+        async () => await lastTick() >= resumedAt + 10,
+        15_000,
+      );
+      await tmux.keys("t", ["C-b", "d"]);
+      await tmux.waitFor("t", /^ATTACH-EXIT=0$/m);
+    } finally {
+      await laptop.run(["kill", id]);
+      await node.run(["stop"]);
+    }
+    const text = await read(outFile);
+    assert.doesNotMatch(text, /skipped/);
+    const ticks = [...text.matchAll(/tick (\d+)\r\n/g)].map((m) => Number(m[1]));
+    assert.ok(ticks.length >= 20, text);
+    // every tick exactly once, in order, across the failover
+    ticks.forEach((n, i) => assert.equal(n, i + 1, `tick ${i + 1} is followed by ${n}`));
+  },
+});
