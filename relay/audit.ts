@@ -10,6 +10,7 @@
  * {@link AUDIT_MAX_FIELD} characters.
  */
 import type { AuditEntry } from "../shared/api.ts";
+import type { AuditStore } from "./store.ts";
 import { printable } from "../shared/printable.ts";
 import { parseDuration } from "../shared/duration.ts";
 
@@ -21,6 +22,10 @@ export const AUDIT_MAX_FIELD = 256;
 export const AUDIT_MAX_READ = 10_000;
 /** Most live followers (`GET /api/v1/audit?follow=1`) at once. */
 export const AUDIT_MAX_FOLLOWERS = 16;
+/** Entries waiting for a shared store; past this they are dropped (and counted), never held without end. */
+export const AUDIT_STORE_QUEUE = 10_000;
+/** Most entries sent to a shared store in one write. */
+const AUDIT_STORE_BATCH = 500;
 
 /** An event to record; the time is added. */
 export type AuditRecord = Omit<AuditEntry, "time">;
@@ -35,6 +40,11 @@ export class AuditLog {
   #size = 0;
   #listeners = new Set<(e: AuditEntry) => void>();
   #failed = false;
+  #shared: AuditStore | null = null;
+  #pending: AuditEntry[] = [];
+  #flushing: Promise<void> | null = null;
+  #dropped = 0;
+  #unwatch: (() => void) | null = null;
 
   /** A log at `path` (created 0600 on the first record). */
   constructor(path: string, opts: { now?: () => Date; maxBytes?: number } = {}) {
@@ -69,8 +79,59 @@ export class AuditLog {
       this.#failed = true;
       this.#close();
     }
-    for (const fn of this.#listeners) fn(entry);
+    if (this.#shared) {
+      // followers hear it back from the store, with every other replica's entries
+      if (this.#pending.length < AUDIT_STORE_QUEUE) this.#pending.push(entry);
+      else if (this.#dropped++ === 0) {
+        console.error("cw relay: the audit store is behind; dropping");
+      }
+      this.#flushing ??= this.#flush();
+    } else {
+      for (const fn of this.#listeners) fn(entry);
+    }
     return entry;
+  }
+
+  /**
+   * Also keeps entries in a shared store (PostgreSQL: every replica's log in
+   * one place). Followers then hear every replica's entries; reads come from the store.
+   */
+  share(store: AuditStore): void {
+    this.#shared = store;
+    this.#unwatch = store.watchAudit((e) => {
+      for (const fn of this.#listeners) fn(e);
+    });
+  }
+
+  /** Resolves once every entry recorded so far reached the shared store (or failed to). */
+  async flush(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#pending.length > 0 && this.#shared) {
+        const batch = this.#pending.splice(0, AUDIT_STORE_BATCH);
+        try {
+          await this.#shared.appendAudit(batch);
+          this.#failed = false;
+        } catch (err) {
+          if (!this.#failed) console.error(`cw relay: cannot write the audit store: ${err}`);
+          this.#failed = true;
+          this.#dropped += batch.length;
+        }
+      }
+    } finally {
+      this.#flushing = null;
+    }
+  }
+
+  /** Entries at or after `since` (oldest first), at most `limit`: from the shared store if any. */
+  async readAll(opts: { since?: Date; limit?: number } = {}): Promise<AuditEntry[]> {
+    if (!this.#shared) return this.read(opts);
+    await this.flush();
+    const limit = Math.min(opts.limit ?? AUDIT_MAX_READ, AUDIT_MAX_READ);
+    return await this.#shared.readAudit(opts.since?.toISOString() ?? "", limit);
   }
 
   /**
@@ -163,6 +224,7 @@ export class AuditLog {
   close(): void {
     this.#close();
     this.#listeners.clear();
+    this.#unwatch?.();
   }
 
   #open(): void {

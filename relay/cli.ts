@@ -18,7 +18,7 @@ import { checkRelayName } from "../shared/names.ts";
 import { printable } from "../shared/printable.ts";
 import * as admin from "./admin.ts";
 import { type Actor, type AdminContext, MAX_INVITE_USES } from "./admin.ts";
-import { AuditLog, formatAuditEntry, parseSince } from "./audit.ts";
+import { AUDIT_MAX_READ, AuditLog, formatAuditEntry, parseSince } from "./audit.ts";
 import { ADMIN } from "./principals.ts";
 import { ensurePrivateDir } from "../shared/paths.ts";
 import { isCleartextRemote } from "../shared/net.ts";
@@ -148,6 +148,7 @@ async function openAdmin(
 
 function storeAdmin(store: RelayStore, dir: string): Admin {
   const audit = new AuditLog(join(dir, "audit.log"));
+  if (store.audit) audit.share(store.audit);
   const ctx: AdminContext = { store, audit, now: () => new Date() };
   // the relay running on this data dir sees each change through the store's auth version
   const by: Actor = { principal: ADMIN, addr: "local" };
@@ -162,14 +163,41 @@ function storeAdmin(store: RelayStore, dir: string): Admin {
       (await admin.listNodeRecords(ctx)).filter((n) => network === null || n.network === network),
     revokeNode: (name) => admin.revokeNode(ctx, by, name),
     async *audit({ since, follow, signal }) {
-      yield* audit.read({ since });
-      if (follow) yield* audit.tail(signal);
+      yield* await audit.readAll({ since });
+      if (follow && store.audit) yield* followStore(store.audit, signal);
+      else if (follow) yield* audit.tail(signal);
     },
     async close() {
+      await audit.flush();
       audit.close();
       await store[Symbol.asyncDispose]();
     },
   };
+}
+
+/** Every replica's new audit entries, as a shared store announces them, until `signal` aborts. */
+async function* followStore(
+  shared: NonNullable<RelayStore["audit"]>,
+  signal: AbortSignal,
+): AsyncGenerator<AuditEntry> {
+  const queue: AuditEntry[] = [];
+  let wake: (() => void) | null = null;
+  const unwatch = shared.watchAudit((e) => {
+    if (queue.length < AUDIT_MAX_READ) queue.push(e);
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  try {
+    while (!signal.aborted) {
+      const e = queue.shift();
+      if (e) yield e;
+      else await new Promise<void>((r) => wake = r);
+    }
+  } finally {
+    unwatch();
+    signal.removeEventListener("abort", onAbort);
+  }
 }
 
 function apiAdmin(url: URL, token: string, caCert?: string): Admin {

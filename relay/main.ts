@@ -215,6 +215,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
     : loadOrCreateHostKey(join(opts.dataDir, "ssh_host_ed25519_key"));
   let sshPort: number | null = null;
   const audit = new AuditLog(join(opts.dataDir, "audit.log"));
+  if (store.audit) audit.share(store.audit); // every replica's entries in one place
   const hub = new Hub();
   const cluster = opened.shared
     ? await Cluster.create({
@@ -316,6 +317,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
   // an open KV watch never finishes by itself: after a moment for requests in flight,
   // closing the store ends every watch (with `event: end`) so that none holds the shutdown
   await Promise.race([closed, delay(250)]);
+  await audit.flush();
   await store[Symbol.asyncDispose]();
   await Promise.race([closed, delay(3000)]);
   await server.close(1000); // the last bytes of finished responses still travel the front

@@ -72,7 +72,7 @@ export function adminRoutes(app: Hono<Env>, deps: AdminRoutesDeps): void {
   });
 
   // NDJSON, oldest first; follow=1 keeps the response open with new entries
-  app.get(paths.audit, onlyAdmin, (c) => {
+  app.get(paths.audit, onlyAdmin, async (c) => {
     const since = c.req.query("since");
     const limitText = c.req.query("limit");
     let sinceDate: Date | undefined;
@@ -90,7 +90,7 @@ export function adminRoutes(app: Hono<Env>, deps: AdminRoutesDeps): void {
       throw new CwError("bad_request", `"limit" must be 1-${AUDIT_MAX_READ}`);
     }
     const follow = c.req.query("follow") === "1";
-    const past = deps.audit.read({ since: sinceDate, limit });
+    const past = await deps.audit.readAll({ since: sinceDate, limit });
     const encoder = new TextEncoder();
     const lines = (es: unknown[]) =>
       encoder.encode(es.map((e) => JSON.stringify(e) + "\n").join(""));

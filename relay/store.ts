@@ -3,6 +3,7 @@
  * can replace Deno KV later. Secrets are never stored: only SHA-256 hashes of
  * node credentials and invite tokens.
  */
+import type { AuditEntry } from "../shared/api.ts";
 
 /** A registered node. */
 export interface NodeRecord {
@@ -120,8 +121,24 @@ export interface LinkRecord {
   since: string;
 }
 
+/**
+ * The audit log kept in a shared store, so that every replica's entries are
+ * in one place (relay/audit.ts still writes each replica's own file too).
+ */
+export interface AuditStore {
+  /** Appends entries, in order. */
+  appendAudit(entries: AuditEntry[]): Promise<void>;
+  /** Entries with `time >= since` (oldest first), at most `limit`: the latest ones. */
+  readAudit(since: string, limit: number): Promise<AuditEntry[]>;
+  /** Calls `fn` with each entry any relay on the store appends from now on; returns the unsubscriber. */
+  watchAudit(fn: (e: AuditEntry) => void): () => void;
+}
+
 /** Everything the relay persists. */
 export interface RelayStore extends AsyncDisposable {
+  /** Where a shared store keeps the audit log; absent: the data dir's audit.log only. */
+  readonly audit?: AuditStore;
+
   /** Registers a node with an invite, atomically: a 1-use invite raced by two nodes registers one. */
   register(inviteHash: string, node: NodeRecord, now: Date): Promise<RegisterResult>;
   getNode(name: string): Promise<NodeRecord | null>;

@@ -42,7 +42,9 @@ import {
   WatchBus,
   withNetwork,
 } from "./store_common.ts";
+import type { AuditEntry } from "../shared/api.ts";
 import type {
+  AuditStore,
   InviteRecord,
   KvEntry,
   KvEvent,
@@ -156,7 +158,16 @@ const MIGRATIONS: string[] = [
     outcome := 'ok';
   END $$;
   `,
+  `
+  CREATE TABLE cw_audit (id bigserial PRIMARY KEY, time text COLLATE "C" NOT NULL, entry jsonb NOT NULL);
+  CREATE INDEX cw_audit_time ON cw_audit (time);
+  `,
 ];
+
+/** Audit entries the store keeps (the oldest go first), as the file keeps AUDIT_MAX_BYTES. */
+export const PG_AUDIT_MAX_ENTRIES = 1_000_000;
+/** pg_notify carries at most 8000 bytes: a larger entry is stored but not announced. */
+const NOTIFY_MAX_BYTES = 7900;
 
 type Sql = ReturnType<typeof postgres>;
 
@@ -285,6 +296,7 @@ function hexText(hex: string): string {
 class PgStore implements RelayStore {
   #sql: Sql;
   #bus = new WatchBus();
+  #auditWatchers = new Set<(e: AuditEntry) => void>();
   #closed = false;
   #listens = 0;
   #sweep: ReturnType<typeof setInterval>;
@@ -295,8 +307,45 @@ class PgStore implements RelayStore {
     Deno.unrefTimer(this.#sweep);
   }
 
-  /** Subscribes to KV changes (called once, by openPgStore). */
+  readonly audit: AuditStore = {
+    appendAudit: async (entries) => {
+      if (entries.length === 0) return;
+      const texts = entries.map((e) => JSON.stringify(e));
+      await this.#sql.begin(async (tx) => {
+        await tx`
+          INSERT INTO cw_audit (time, entry)
+          SELECT t::jsonb->>'time', t::jsonb FROM unnest(${texts}::text[]) WITH ORDINALITY AS u(t, n)
+          ORDER BY n`;
+        const announced = texts.filter((t) => utf8.encode(t).byteLength <= NOTIFY_MAX_BYTES);
+        if (announced.length) {
+          await tx`SELECT pg_notify('cw_audit', t) FROM unnest(${announced}::text[]) AS t`;
+        }
+      });
+    },
+    readAudit: async (since, limit) => {
+      const rows = await this.#sql`
+        SELECT entry FROM (
+          SELECT id, entry FROM cw_audit WHERE time >= ${since} ORDER BY id DESC LIMIT ${limit}
+        ) latest ORDER BY id`;
+      return rows.map((r) => r.entry as AuditEntry);
+    },
+    watchAudit: (fn) => {
+      this.#auditWatchers.add(fn);
+      return () => this.#auditWatchers.delete(fn);
+    },
+  };
+
+  /** Subscribes to KV changes and audit entries (called once, by openPgStore). */
   async listen(): Promise<void> {
+    await this.#sql.listen("cw_audit", (payload) => {
+      let entry: AuditEntry;
+      try {
+        entry = JSON.parse(payload);
+      } catch {
+        return;
+      }
+      for (const fn of this.#auditWatchers) fn(entry);
+    });
     await this.#sql.listen("cw_kv", (payload) => this.#onNotify(payload), () => {
       // the first call is the subscription itself; later ones follow a lost connection
       if (this.#listens++ > 0) this.#bus.endAll();
@@ -324,6 +373,8 @@ class PgStore implements RelayStore {
   }
 
   async #sweepExpired(): Promise<void> {
+    await this.#sql`
+      DELETE FROM cw_audit WHERE id < (SELECT max(id) FROM cw_audit) - ${PG_AUDIT_MAX_ENTRIES}`;
     const before = Date.now() - SWEEP_GRACE_MS;
     await this.#sql`
       DELETE FROM cw_kv WHERE (ns, key) IN (

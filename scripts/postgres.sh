@@ -32,9 +32,9 @@ start)
     --auth=scram-sha-256 -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log" >&2; exit 1; }
   rm -f "$dir/pwfile"
-  for _ in 1 2 3 4 5; do
-    # a free port: bound and released (another process could take it: then try again)
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  for _ in 1 2 3 4 5 6 7 8; do
+    # a random high port; one in use makes the start fail, and the next try takes another
+    port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
       start >/dev/null 2>&1; then

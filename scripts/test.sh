@@ -40,6 +40,10 @@ for pair in "${need[@]}"; do
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
+# the PostgreSQL store's tests: a private server (scripts/postgres.sh)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   as_root apt-get update -q
@@ -59,4 +63,15 @@ deno --version
 deno install --frozen
 
 deno task check
+
+# a private PostgreSQL for the replica tests, stopped however the run ends
+pg_dir=$(mktemp -d /tmp/cw-ci-pg.XXXXXX)
+trap 'bash scripts/postgres.sh stop "$pg_dir"' EXIT
+if CW_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$pg_dir"); then
+  export CW_TEST_POSTGRES_URL
+  echo "test.sh: PostgreSQL on ${CW_TEST_POSTGRES_URL##*@}"
+else
+  echo "test.sh: PostgreSQL did not start; its tests will say SKIPPED" >&2
+fi
+
 deno task test

@@ -10,6 +10,7 @@ import { openKvStore } from "../relay/kv_store.ts";
 import { dropPgSchema, openPgStore } from "../relay/store_pg.ts";
 import { testPostgres, testSchema, withSchema } from "./postgres.ts";
 import type { InviteRecord, KvEvent, NodeRecord, RelayStore } from "../relay/store.ts";
+import type { AuditEntry } from "../shared/api.ts";
 
 const MiB = 1024 * 1024;
 const T0 = new Date("2030-01-01T00:00:00.000Z");
@@ -452,7 +453,11 @@ export function storeConformance(impl: StoreImpl): void {
   test("a watcher that falls 1000 events behind is ended, not silently skipped", async (store) => {
     const stop = new AbortController();
     const w = store.kvWatch("ns", { prefix: "" }, stop.signal);
+    // a store may announce changes after its writes return (PostgreSQL's NOTIFY): a second
+    // watcher, read as events come, says when all 1001 reached this process
+    const pace = take(store.kvWatch("ns", { prefix: "" }, stop.signal), 1001, 20_000);
     for (let i = 0; i < 1001; i++) await store.kvSet("ns", `k${i}`, enc(""), {}, T0);
+    assert.equal((await pace).length, 1001);
     const got = await take(w, 2000);
     assert.equal(got.length, 1000, "what was queued is delivered, then it ends");
     assert.equal(got[0].key, "k0");
@@ -565,6 +570,31 @@ if ("url" in pg) {
       const v0 = await c.authVersion();
       await b.bumpAuthVersion();
       assert.equal(await a.authVersion(), v0 + 1n);
+      // one audit log: appended on a, read on b, followed on c
+      const heard: string[] = [];
+      const done = Promise.withResolvers<void>();
+      const unwatch = c.audit!.watchAudit((e) => {
+        heard.push(e.event);
+        if (heard.length === 2) done.resolve();
+      });
+      const entry = (event: string, time: string) =>
+        ({ time, event, principal: "admin", network: null }) as unknown as AuditEntry;
+      await a.audit!.appendAudit([
+        entry("one", "2030-01-01T00:00:01Z"),
+        entry("two", "2030-01-01T00:00:02Z"),
+      ]);
+      await done.promise;
+      unwatch();
+      assert.deepEqual(heard, ["one", "two"]);
+      assert.deepEqual((await b.audit!.readAudit("", 10)).map((e) => e.event), ["one", "two"]);
+      assert.deepEqual((await b.audit!.readAudit("2030-01-01T00:00:02Z", 10)).map((e) => e.event), [
+        "two",
+      ]);
+      assert.deepEqual(
+        (await b.audit!.readAudit("", 1)).map((e) => e.event),
+        ["two"],
+        "the latest",
+      );
     } finally {
       await Promise.all([a, b, c].map((s) => s[Symbol.asyncDispose]()));
       await dropPgSchema(url);
