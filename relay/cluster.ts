@@ -29,7 +29,7 @@
  */
 import { CwError } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
-import { Mux, type MuxStream, type StreamMeta } from "../shared/mux.ts";
+import { Mux, MUX_MAX_STREAMS, type MuxStream, type StreamMeta } from "../shared/mux.ts";
 import { encodeJson, FrameKind } from "../shared/protocol.ts";
 import { constantTimeEqual, hashSecret } from "../shared/secrets.ts";
 import { type ClientWebSocket, connectWebSocket } from "../shared/ws_client.ts";
@@ -43,6 +43,8 @@ export const REPLICA_LEASE_MS = 3_000;
 export const HEARTBEAT_MS = 1_000;
 /** Longest wait for a peer's WebSocket handshake. */
 export const PEER_CONNECT_TIMEOUT_MS = 5_000;
+/** Multiplexed connections to one peer at most (each carries up to MUX_MAX_STREAMS streams). */
+export const PEER_MAX_CONNECTIONS = 16;
 /** Most features a peer may report for a node. */
 const MAX_FEATURES = 16;
 /** Peers' routes. */
@@ -68,7 +70,8 @@ export class Cluster {
   #secret: string;
   #secretHash: string;
   #timer: ReturnType<typeof setInterval> | null = null;
-  #peers = new Map<string, Promise<Mux>>();
+  /** Connections to each peer: another is opened when one carries its most streams. */
+  #peers = new Map<string, Promise<Mux>[]>();
   #linkIds = new WeakMap<LiveNode, { id: string; at: number }>();
   #features = new Map<string, string[]>();
   #beating = false;
@@ -225,10 +228,32 @@ export class Cluster {
     nodeStream.readable.pipeTo(stream.writable).catch(() => {}).finally(end);
   }
 
-  /** The multiplexed connection to a peer, opened on first use and again after it ends. */
-  #peer(peerUrl: string): Promise<Mux> {
-    const known = this.#peers.get(peerUrl);
-    if (known) return known;
+  /**
+   * A multiplexed connection to a peer with room for a stream: opened on first
+   * use, again after one ends, and another when all are full
+   * ({@link MUX_MAX_STREAMS} each), up to {@link PEER_MAX_CONNECTIONS}.
+   */
+  async #peer(peerUrl: string): Promise<Mux> {
+    const pool = this.#peers.get(peerUrl) ?? [];
+    this.#peers.set(peerUrl, pool);
+    for (const opening of [...pool]) {
+      const mux = await opening.catch(() => null);
+      if (mux && mux.closedReason === null && mux.streamCount < MUX_MAX_STREAMS) return mux;
+    }
+    if (pool.length >= PEER_MAX_CONNECTIONS) {
+      throw new CwError(
+        "rate_limited",
+        `${PEER_MAX_CONNECTIONS * MUX_MAX_STREAMS} streams to one replica already`,
+      );
+    }
+    return await this.#dialPeer(peerUrl, pool);
+  }
+
+  #dialPeer(peerUrl: string, pool: Promise<Mux>[]): Promise<Mux> {
+    const drop = () => {
+      const i = pool.indexOf(opening);
+      if (i !== -1) pool.splice(i, 1);
+    };
     const url = new URL(PEER_PATHS.connect, peerUrl);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const opening = connectWebSocket(url, {
@@ -236,16 +261,10 @@ export class Cluster {
       caCerts: this.#deps.peerCaCerts,
       timeoutMs: PEER_CONNECT_TIMEOUT_MS,
     }).then((ws: ClientWebSocket) =>
-      new Mux(ws as unknown as WebSocket, {
-        onClose: () => {
-          if (this.#peers.get(peerUrl) === opening) this.#peers.delete(peerUrl);
-        },
-      }, { role: "dial" })
+      new Mux(ws as unknown as WebSocket, { onClose: drop }, { role: "dial" })
     );
-    this.#peers.set(peerUrl, opening);
-    opening.catch(() => {
-      if (this.#peers.get(peerUrl) === opening) this.#peers.delete(peerUrl);
-    });
+    pool.push(opening);
+    opening.catch(drop);
     return opening;
   }
 
@@ -281,7 +300,9 @@ export class Cluster {
   async leave(): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== null) clearInterval(this.#timer);
-    for (const p of this.#peers.values()) p.then((m) => m.close("leaving"), () => {});
+    for (const pool of this.#peers.values()) {
+      for (const p of pool) p.then((m) => m.close("leaving"), () => {});
+    }
     this.#peers.clear();
     await this.#deps.store.leave(this.id).catch(() => {});
   }

@@ -340,7 +340,11 @@ export async function relayMain(args: string[]): Promise<number> {
     return await runRelay(opts);
   } catch (err) {
     console.error(
-      `cw relay: ${err instanceof CwError ? err.message : (err as Error).stack ?? err}`,
+      `cw relay: ${
+        err instanceof CwError || err instanceof RangeError
+          ? err.message
+          : (err as Error).stack ?? err
+      }`,
     );
     return 1;
   }

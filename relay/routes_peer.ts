@@ -19,6 +19,8 @@ export interface PeerRoutesDeps {
   hub: Hub;
   /** A dial-back connection from a node linked to this replica (links.ts), never forwarded again. */
   dialbackHere(name: string, principal: Principal): Promise<WebSocket>;
+  /** Counts and audits a failed authentication (relay/gate.ts): throws when the address is over its limit. */
+  failed(c: Ctx, reason: string): void;
 }
 
 /** Mounts the peer routes; without a cluster they answer 404 like any unknown path. */
@@ -27,6 +29,7 @@ export function peerRoutes(app: Hono<Env>, deps: PeerRoutesDeps): void {
     const cluster = deps.cluster;
     if (!cluster) throw new CwError("not_found", `No route GET ${new URL(c.req.url).pathname}`);
     if (!(await cluster.isPeer(c.req.header("authorization")))) {
+      deps.failed(c, "invalid peer secret");
       throw new CwError("unauthorized", "Only a relay replica of this store may connect here");
     }
     expectWebSocket(c);

@@ -217,6 +217,7 @@ export function createRelay(deps: RelayDeps): Relay {
     cluster,
     hub,
     dialbackHere: (name, principal) => links.dialback(name, principal, { here: true }),
+    failed: (c, reason) => gate.failed(c, reason),
   });
   webRoutes(app, { web, gate, audit: deps.audit, baseUrl });
   webAssetRoutes(app);

@@ -31,6 +31,7 @@
 import postgres from "postgres";
 import { Buffer } from "node:buffer";
 import { DEFAULT_NETWORK } from "../shared/api.ts";
+import { CwError } from "../shared/errors.ts";
 import {
   checkKeyPart,
   decodeCursor,
@@ -189,14 +190,14 @@ export async function openPgStore(url: string): Promise<RelayStore> {
     await migrate(sql, schema);
   } catch (err) {
     await sql.end({ timeout: 1 }).catch(() => {});
-    throw new Error(`PostgreSQL store: ${describe(err)}`, { cause: err });
+    throw new CwError("internal", `PostgreSQL store ${redactStoreUrl(url)}: ${describe(err)}`);
   }
   const store = new PgStore(sql);
   try {
     await store.listen();
   } catch (err) {
     await store[Symbol.asyncDispose]();
-    throw new Error(`PostgreSQL store: cannot LISTEN: ${describe(err)}`, { cause: err });
+    throw new CwError("internal", `PostgreSQL store: cannot LISTEN: ${describe(err)}`);
   }
   return store;
 }

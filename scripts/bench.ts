@@ -1,5 +1,5 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web]`),
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web|replicas]`),
  * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
@@ -61,6 +61,7 @@ import { runRemoteBench } from "./bench/remote.ts";
 import { runSshBench } from "./bench/ssh.ts";
 import { runHostileBench } from "./bench/hostile.ts";
 import { runContainerBench } from "./bench/container.ts";
+import { DEFAULT_LINKS_PER_REPLICA, runReplicasBench } from "./bench/replicas.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -630,7 +631,16 @@ async function runStandalone(): Promise<void> {
   console.log(`\nWrote ${RESULTS_FILE} (${seconds.toFixed(0)} s)`);
 }
 
-const PARTS = ["standalone", "relay", "remote", "ssh", "hostile", "container", "web"] as const;
+const PARTS = [
+  "standalone",
+  "relay",
+  "remote",
+  "ssh",
+  "hostile",
+  "container",
+  "web",
+  "replicas",
+] as const;
 
 async function main(args: string[]): Promise<number> {
   let values;
@@ -660,6 +670,8 @@ async function main(args: string[]): Promise<number> {
     ssh: runSshBench,
     hostile: runHostileBench,
     container: runContainerBench,
+    // --nodes: links per replica here (3 replicas)
+    replicas: () => runReplicasBench(values.nodes ? nodes : DEFAULT_LINKS_PER_REPLICA),
     // in a process of its own: playwright-core needs --allow-all (see bench/web.ts)
     web: async () => {
       const out = await new Deno.Command(Deno.execPath(), {

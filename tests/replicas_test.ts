@@ -194,6 +194,18 @@ Deno.test({
     await using laptop = await cluster.laptop(1, "ana");
     await waitOnline(laptop, "dev-1");
 
+    // the replicas' own routes are closed to anyone without the peer secret
+    for (const path of ["/peer/connect", "/peer/dialback"]) {
+      for (const token of ["wrong", ADMIN_TOKEN]) {
+        const res = await fetch(`${B.url}${path}`, {
+          client: cluster.client,
+          headers: { authorization: `Bearer ${token}`, "x-cw-node": "dev-1" },
+        });
+        assert.equal(res.status, 401, path);
+        assert.equal((await res.json()).error.code, "unauthorized");
+      }
+    }
+
     // every replica presents one SSH host key
     const keys = await Promise.all([0, 1, 2].map((i) => cluster.api(i, "GET", "/api/v1/info")));
     assert.equal(new Set(keys.map((k) => k.json.ssh.hostKey)).size, 1);
@@ -386,5 +398,35 @@ Deno.test({
     assert.ok(ticks.length >= 20, text);
     // every tick exactly once, in order, across the failover
     ticks.forEach((n, i) => assert.equal(n, i + 1, `tick ${i + 1} is followed by ${n}`));
+  },
+});
+
+Deno.test({
+  name: SKIP
+    ? `replicas: SKIPPED (${SKIP})`
+    : "replicas: a bad or unreachable store is one clear line",
+  ignore: SKIP !== null,
+  fn: async () => {
+    await using home = new CwHome();
+    const relay = (args: string[], env: Record<string, string> = {}) =>
+      home.run(["relay", "--listen", "127.0.0.1:0", "--ssh-listen", "off", ...args], { env });
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [["--store", "postgres://u:secret@127.0.0.1:1/db"], {}, /Refusing a password in --store/],
+      [["--store", "mysql://127.0.0.1/db"], {}, /Unknown store "mysql:"/],
+      [[], { CW_RELAY_STORE: "postgres://u@127.0.0.1:1/db?schema=Bad-Name" }, /Invalid schema/],
+      [
+        [],
+        { CW_RELAY_STORE: "postgres://u:pw@127.0.0.1:1/db" },
+        /PostgreSQL store postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: /,
+      ],
+      [["--peer-url", "https://10.0.0.1"], {}, /--peer-url and --peer-ca are for replicas/],
+    ];
+    for (const [args, env, expected] of cases) {
+      const r = await relay(args, env);
+      assert.notEqual(r.code, 0, r.stderr);
+      assert.match(r.stderr, expected);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /secret|:pw@/, "no password in the message");
+    }
   },
 });

@@ -66,7 +66,7 @@ const TARGETS = {
   kvOpsPerS: 5000,
 };
 
-const silent: Logger = { info() {}, warn() {}, error() {} };
+export const silent: Logger = { info() {}, warn() {}, error() {} };
 
 /** Memory and CPU of the relay with idle links. */
 interface LinkResults {
@@ -96,7 +96,7 @@ interface RestartResults {
 }
 
 /** One KV run: PUT then GET of the same key, repeated. */
-interface KvRun {
+export interface KvRun {
   pairs: number;
   seconds: number;
   pairsPerS: number;
@@ -153,7 +153,7 @@ class RelayRig implements AsyncDisposable {
 }
 
 /** Calls the relay's API; throws unless the status is `expect`. */
-async function api(
+export async function api(
   relay: BenchRelay,
   client: Deno.HttpClient,
   method: string,
@@ -179,7 +179,7 @@ async function api(
 }
 
 /** Connected nodes, as the relay's /metrics says. */
-async function connectedNodes(relay: BenchRelay, client: Deno.HttpClient): Promise<number> {
+export async function connectedNodes(relay: BenchRelay, client: Deno.HttpClient): Promise<number> {
   const res = await fetch(`${relay.url}/metrics`, {
     client,
     headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
@@ -192,7 +192,7 @@ async function connectedNodes(relay: BenchRelay, client: Deno.HttpClient): Promi
 }
 
 /** Registers `count` nodes with one invite, each from its own forwarded address. */
-async function registerNodes(
+export async function registerNodes(
   relay: BenchRelay,
   client: Deno.HttpClient,
   count: number,
@@ -220,7 +220,7 @@ async function registerNodes(
 }
 
 /** Median RSS of `RSS_SAMPLES` readings a second apart. */
-async function steadyRss(pid: number): Promise<number> {
+export async function steadyRss(pid: number): Promise<number> {
   const samples: number[] = [];
   for (let i = 0; i < RSS_SAMPLES; i++) {
     if (i > 0) await sleep(1000);
@@ -342,7 +342,7 @@ async function measureRestart(
 }
 
 /** Runs `KV_CLIENTS` loops of PUT+GET for warm-up plus measured time. */
-async function kvLoad(
+export async function kvLoad(
   pair: (client: number, key: string, value: Uint8Array<ArrayBuffer>) => Promise<void>,
 ): Promise<KvRun> {
   const times: number[] = [];
@@ -369,7 +369,7 @@ async function kvLoad(
   };
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
 }
 

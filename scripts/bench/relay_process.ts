@@ -49,7 +49,7 @@ export class BenchRelay implements AsyncDisposable {
   static async start(
     dataDir: string,
     certs: TestCerts,
-    opts: { port?: number; extra?: string[] } = {},
+    opts: { port?: number; extra?: string[]; env?: Record<string, string> } = {},
   ): Promise<BenchRelay> {
     const child = new Deno.Command("sh", {
       args: [
@@ -71,7 +71,7 @@ export class BenchRelay implements AsyncDisposable {
         "127.0.0.1:0",
         ...(opts.extra ?? []),
       ],
-      env: { ...Deno.env.toObject(), CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN },
+      env: { ...Deno.env.toObject(), CW_RELAY_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -130,6 +130,15 @@ export class BenchRelay implements AsyncDisposable {
     clearTimeout(timer);
     await this.#done;
     return status.code;
+  }
+
+  /** SIGKILL: a replica lost with its machine. */
+  async kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await this.#child.status;
+    await this.#done;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
