@@ -429,10 +429,11 @@ export async function runReplicasBench(perReplica = DEFAULT_LINKS_PER_REPLICA): 
     targetsTable(targets),
     "",
     table(
-      ["replica", "RSS before", "RSS with links", "per idle link"],
+      ["replica", "links", "RSS before", "RSS with links", "per idle link"],
       links.perReplica.map(
         (r, i) => [
           String.fromCharCode(65 + i),
+          String(r.links),
           `${(r.rssBeforeKiB / 1024).toFixed(1)} MiB`,
           `${(r.rssWithLinksKiB / 1024).toFixed(1)} MiB`,
           `${r.perLinkKiB.toFixed(1)} KiB`,
