@@ -118,10 +118,11 @@ export class RelayLink {
       const started = Date.now();
       const outcome = await this.#connectOnce(signal);
       if (signal.aborted) return;
-      // another address of the relay (a replica) after a failed attempt
+      // another address of the relay (a replica) after a failed attempt, picked at random:
+      // the nodes of a lost replica spread over the others instead of all rushing to one
       const all = this.#urls();
       if (!outcome.connected && all.length > 1) {
-        this.#at = (this.#at + 1) % all.length;
+        this.#at = (this.#at + 1 + Math.floor(Math.random() * (all.length - 1))) % all.length;
         this.#status.url = all[this.#at];
       }
       if (outcome.connected) {

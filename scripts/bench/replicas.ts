@@ -20,6 +20,7 @@ import { raiseFdLimit } from "../../shared/libc.ts";
 import { CW_ARGV, CwHome } from "../../tests/helpers.ts";
 import { makeCerts, type TestCerts } from "../../tests/relay_helpers.ts";
 import {
+  cpuSeconds,
   fmtMs,
   interruptible,
   loadAverage,
@@ -147,6 +148,9 @@ interface FailoverResults {
   /** kill -9 → every node linked to a survivor, in seconds. */
   allBackSeconds: number;
   halfBackSeconds: number;
+  /** CPU the surviving replicas spent meanwhile, and this process (the simulated nodes' side). */
+  survivorsCpuSeconds: number[];
+  simulatedNodesCpuSeconds: number;
 }
 
 interface KvResults {
@@ -229,12 +233,16 @@ async function measureFailover(
     (await Promise.all((rig.replicas as BenchRelay[]).map((r) => connectedNodes(r, client))))
       .reduce((a, b) => a + b, 0);
   const moving = await connectedNodes(victim, client);
+  const cpu0 = await Promise.all([
+    ...survivors.map((r) => cpuSeconds(r.pid)),
+    cpuSeconds(Deno.pid),
+  ]);
   const t0 = performance.now();
   await victim.kill();
   rig.replicas[0] = null;
   const seen: { half?: number; all?: number } = {};
   await pollUntil(
-    `${perReplica} nodes to move`,
+    `${moving} nodes to move`,
     async () => {
       const n = (await Promise.all(survivors.map((r) => connectedNodes(r, client).catch(() => 0))))
         .reduce((a, b) => a + b, 0);
@@ -247,9 +255,19 @@ async function measureFailover(
     50,
   );
   progress(
-    `kill -9 of a replica: its ${perReplica} nodes back on the others in ${seen.all!.toFixed(2)} s`,
+    `kill -9 of a replica: its ${moving} nodes back on the others in ${seen.all!.toFixed(2)} s`,
   );
-  return { nodesMoved: perReplica, allBackSeconds: seen.all!, halfBackSeconds: seen.half! };
+  const cpu1 = await Promise.all([
+    ...survivors.map((r) => cpuSeconds(r.pid)),
+    cpuSeconds(Deno.pid),
+  ]);
+  return {
+    nodesMoved: moving,
+    allBackSeconds: seen.all!,
+    halfBackSeconds: seen.half!,
+    survivorsCpuSeconds: cpu1.slice(0, -1).map((c, i) => c - cpu0[i]),
+    simulatedNodesCpuSeconds: cpu1.at(-1)! - cpu0.at(-1)!,
+  };
 }
 
 async function measureKv(
@@ -445,7 +463,9 @@ export async function runReplicasBench(perReplica = DEFAULT_LINKS_PER_REPLICA): 
     `failover: half of the killed replica's nodes back in ${
       failover.halfBackSeconds.toFixed(2)
     } s, ` +
-    `all in ${failover.allBackSeconds.toFixed(2)} s`,
+    `all in ${failover.allBackSeconds.toFixed(2)} s; meanwhile CPU ` +
+    `${failover.survivorsCpuSeconds.map((c) => c.toFixed(1)).join(" + ")} s in the surviving ` +
+    `replicas, ${failover.simulatedNodesCpuSeconds.toFixed(1)} s in the simulated nodes (2 cores)`,
     "",
     table(["KV PUT+GET, 16 clients", "ops/s", "p50 pair", "p99 pair"], [
       [
