@@ -223,11 +223,7 @@ async function measureLinks(
   };
 }
 
-async function measureFailover(
-  rig: Rig,
-  client: Deno.HttpClient,
-  perReplica: number,
-): Promise<FailoverResults> {
+async function measureFailover(rig: Rig, client: Deno.HttpClient): Promise<FailoverResults> {
   const [victim, ...survivors] = rig.replicas as BenchRelay[];
   const total =
     (await Promise.all((rig.replicas as BenchRelay[]).map((r) => connectedNodes(r, client))))
@@ -424,7 +420,7 @@ export async function runReplicasBench(perReplica = DEFAULT_LINKS_PER_REPLICA): 
     measureEcho2(rig, certs, client, replicas[0], replicas[1])
   );
   const kv = await interruptible(() => measureKv(rig, certs, replicas));
-  const failover = await interruptible(() => measureFailover(rig, client, perReplica));
+  const failover = await interruptible(() => measureFailover(rig, client));
 
   const targets: Target[] = [
     {
