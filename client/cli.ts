@@ -3,6 +3,7 @@ import { CwError } from "../shared/errors.ts";
 import {
   FrameKind,
   SESSION_STATUSES,
+  type SessionEvent,
   type SessionInfo,
   type StreamEvent,
 } from "../shared/protocol.ts";
@@ -65,7 +66,14 @@ const HANDLERS: Record<string, Handler> = {
   kill,
   status,
   screen,
+  events,
   stop,
+  mcp: async (args, ctx) => {
+    if (ctx.targets.server) {
+      throw new UsageError("cw mcp reaches every server itself: give the tools `server`", "mcp");
+    }
+    return await (await import("./mcp_server.ts")).runMcp(args, ctx.home);
+  },
   // the relay's and the servers' commands are loaded when used
   setup: async (args, ctx) => (await relayCmds()).setup(args, ctx.home, ctx.targets.client(null)),
   server: async (args, ctx) => (await import("./servers.ts")).serverCmd(args, ctx.home),
@@ -550,6 +558,80 @@ async function wait(args: string[], { targets }: Ctx): Promise<number> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// ---------------------------------------------------------------- events
+
+/**
+ * `cw events [NODE] [--session S] [--tag T] [--json]`: what happens to sessions,
+ * one line (or JSON object) per event, until interrupted.
+ */
+async function events(args: string[], { targets }: Ctx): Promise<number> {
+  const { values, positionals } = parse("events", args, {
+    session: { type: "string", multiple: true },
+    tag: { type: "string" },
+    json: { type: "boolean" },
+  });
+  if (positionals.length > 1) throw new UsageError("Give at most a NODE", "events");
+  const refs = (values.session ?? []).map(splitRef);
+  let node = positionals[0] ?? refs[0]?.node ?? null;
+  if (positionals[0] !== undefined) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(positionals[0])) {
+      throw new UsageError(`Invalid node name "${positionals[0]}"`, "events");
+    }
+    node = positionals[0];
+  }
+  if (refs.some((r) => r.node !== null && r.node !== node)) {
+    throw new UsageError("All sessions of one command must be on the same node", "events");
+  }
+  if (values.tag !== undefined) checkTag(values.tag);
+  const { conn } = await targets.client(node).stream({
+    op: "subscribe",
+    sessions: refs.length ? refs.map((r) => r.session) : undefined,
+    tag: values.tag,
+  });
+  // on stderr, so that a script knows the subscription stands (events after it are seen)
+  console.error(`Watching events on ${node ?? "this machine"}; Ctrl-C stops.`);
+  const out = new TextEncoder();
+  try {
+    for (;;) {
+      const frame = await conn.next();
+      if (!frame) {
+        console.error("cw: the node closed the event stream");
+        return 1;
+      }
+      if (frame.kind !== FrameKind.EVENT) continue;
+      const ev = frame.value as StreamEvent;
+      if (ev.type === "lagged") {
+        console.error("cw: fell behind the node's events; run cw events again");
+        return 1;
+      }
+      if (ev.type !== "session") continue;
+      const e = ev.event;
+      const line = values.json
+        ? JSON.stringify({ node, ...e })
+        : formatEvent(node === null ? String(e.session) : `${node}:${e.session}`, e);
+      await writeAll(Deno.stdout, out.encode(line + "\n"));
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+/** One event for a person: time, session, what happened. */
+function formatEvent(ref: string, e: SessionEvent): string {
+  const time = e.time.slice(11, 19);
+  const who = e.name ? `${ref} (${printable(e.name)})` : ref;
+  const what = e.type === "state"
+    ? e.state
+    : e.type === "exited"
+    ? e.status === "killed"
+      ? `killed by ${e.signal}`
+      : `exited ${e.status === "lost" ? "(lost)" : e.exitCode}`
+    : e.type === "attached" || e.type === "detached"
+    ? `${e.type}${e.readOnly ? " (read-only)" : ""}; ${e.viewers} viewing`
+    : e.type;
+  return `${time}  ${who}  ${what}`;
 }
 
 // ---------------------------------------------------------------- kill

@@ -31,9 +31,16 @@ export class NodeClient {
     return response as T;
   }
 
-  /** Starts a call and returns its connection for the stream that follows. */
-  async stream(req: Request): Promise<StreamCall> {
+  /**
+   * Starts a call and returns its connection for the stream that follows.
+   * Aborting `signal` before the answer closes the connection (the node then
+   * drops the call: a `wait` given up by its client ends).
+   */
+  async stream(req: Request, signal?: AbortSignal): Promise<StreamCall> {
     const conn = new FramedConn(await this.#dial());
+    const abort = () => conn.close();
+    signal?.addEventListener("abort", abort, { once: true });
+    if (signal?.aborted) conn.close();
     try {
       await conn.sendJson(FrameKind.HELLO, helloFrame());
       checkHello(await conn.next());
@@ -47,7 +54,10 @@ export class NodeClient {
       return { response: frame.value, conn };
     } catch (err) {
       conn.close();
+      if (signal?.aborted) throw new CwError("timeout", "The call was given up");
       throw err;
+    } finally {
+      signal?.removeEventListener("abort", abort);
     }
   }
 }

@@ -85,9 +85,14 @@ export function parseRequest(value: Record<string, unknown>): Request {
         op,
         session: v.string("session", true)!,
         tail: v.count("tail"),
+        tailBytes: v.count("tailBytes"),
+        from: v.count("from"),
+        limit: v.count("limit"),
         follow: v.bool("follow"),
         window: v.window("window"),
       };
+    case "subscribe":
+      return { op, sessions: v.strings("sessions"), tag: v.string("tag") };
     case "screen":
       return { op, session: v.string("session", true)!, ansi: v.bool("ansi") };
     case "info":

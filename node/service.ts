@@ -49,6 +49,8 @@ export class SessionService {
   #host: ServiceHost;
   /** Writable viewers per session id, for the size policy; dropped when the last leaves. */
   #sizes = new Map<number, ViewerSizes>();
+  /** Viewers attached to each session now (for `attached`/`detached` events). */
+  #viewers = new Map<number, number>();
   /** The sessions' terminal models (for snapshots and `screen`). */
   readonly screens = new Screens();
 
@@ -192,6 +194,8 @@ export class SessionService {
         return await this.#logs(conn, req);
       case "info":
         return respond(this.#host.info());
+      case "subscribe":
+        return await this.#subscribe(conn, req);
       case "screen": {
         const s = m.resolve(req.session);
         const screen = await this.screens.screen(s, req.ansi === true);
@@ -339,6 +343,13 @@ export class SessionService {
     const stop = new AbortController();
     const credit = new Credit(req.window, stop.signal);
     const view: AttachView = { screens: this.screens, redraw: false, wake: null };
+    const viewers = (n: number) => {
+      const now = (this.#viewers.get(s.meta.id) ?? 0) + n;
+      if (now > 0) this.#viewers.set(s.meta.id, now);
+      else this.#viewers.delete(s.meta.id);
+      return now;
+    };
+    m.emit(s, "attached", { readOnly, viewers: viewers(1) });
     const input = readClient(conn, credit, (frame) => {
       if (frame.kind === FrameKind.EVENT && frame.value.type === "redraw") {
         view.redraw = true; // a read: any viewer may ask
@@ -364,6 +375,37 @@ export class SessionService {
     } finally {
       stop.abort();
       leave();
+      m.emit(s, "detached", { readOnly, viewers: viewers(-1) });
+    }
+  }
+
+  /** Streams session events (`subscribe`) until the client leaves or falls behind. */
+  async #subscribe(conn: FramedConn, req: Extract<Request, { op: "subscribe" }>): Promise<void> {
+    const m = this.#host.manager;
+    const ids = req.sessions?.length
+      ? new Set(req.sessions.map((ref) => m.resolve(ref).meta.id))
+      : null;
+    let sub;
+    try {
+      sub = m.events.subscribe((e) =>
+        (ids === null || ids.has(e.session)) && (!req.tag || e.tags.includes(req.tag))
+      );
+    } catch (err) {
+      throw new CwError("rate_limited", `Too many event subscribers: ${(err as Error).message}`);
+    }
+    try {
+      const now = ids ? [...ids].map((id) => m.resolve(String(id))) : m.list({ tag: req.tag });
+      await conn.sendJson(FrameKind.RESPONSE, { sessions: now.map((x) => x.info()) });
+      // the client says nothing more: anything from it (or its leaving) ends the stream
+      const gone = conn.next().then(() => null, () => null);
+      for (;;) {
+        const e = await Promise.race([sub.next(), gone]);
+        if (e === null) return;
+        if (e === "lagged") return await conn.sendJson(FrameKind.EVENT, { type: "lagged" });
+        await conn.sendJson(FrameKind.EVENT, { type: "session", event: e });
+      }
+    } finally {
+      sub.close();
     }
   }
 
@@ -388,11 +430,28 @@ export class SessionService {
     const viewer = req.follow ? s.follow(s.ring.end, false) : null;
     try {
       try {
-        const start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
-        await conn.sendJson(FrameKind.RESPONSE, { session: s.info() });
+        // the files end where the output ends: the absolute offset of their first byte
+        const info = s.info();
+        const base = Math.max(0, info.outputBytes - reader.size);
+        let start = req.tail !== undefined ? await reader.tailStart(req.tail) : 0;
+        if (req.tailBytes !== undefined) start = Math.max(start, reader.size - req.tailBytes);
+        if (req.from !== undefined) start = Math.min(Math.max(0, req.from - base), reader.size);
+        const end = req.limit !== undefined && !req.follow
+          ? Math.min(reader.size, start + req.limit)
+          : reader.size;
+        await conn.sendJson(FrameKind.RESPONSE, {
+          session: info,
+          offset: base + start,
+          end: base + end,
+          // asked from an offset whose bytes the log no longer holds
+          skipped: req.from !== undefined && req.from < base ? base - req.from : 0,
+        });
         for await (const block of reader.stream(start)) {
-          if (!(await credit.take(block.byteLength))) return;
-          await conn.sendData(block);
+          const part = block.subarray(0, Math.max(0, end - start));
+          if (part.byteLength === 0) break;
+          if (!(await credit.take(part.byteLength))) return;
+          await conn.sendData(part);
+          start += part.byteLength;
         }
       } finally {
         reader.close();

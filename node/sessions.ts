@@ -1,7 +1,8 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { CwError } from "../shared/errors.ts";
 import { checkSessionName, checkTag } from "../shared/names.ts";
-import type { SessionInfo, SessionRef, SessionStatus } from "../shared/protocol.ts";
+import type { SessionEvent, SessionInfo, SessionRef, SessionStatus } from "../shared/protocol.ts";
+import { SessionEvents } from "./events.ts";
 import { parseSignal, signalName } from "../shared/signals.ts";
 import { logSize, OutputLog } from "./output_log.ts";
 import type { PtyHost } from "./pty_host.ts";
@@ -46,12 +47,30 @@ export class SessionManager {
   #onEnd = new Set<(s: Session) => void>();
   /** Working or waiting, for the running sessions (node/activity.ts). */
   readonly activity: ActivityMonitor;
+  /** What happens to sessions, for subscribers (node/events.ts). */
+  readonly events = new SessionEvents();
 
   /** A manager; call {@link load} before use. */
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? (() => new Date());
     this.activity = new ActivityMonitor(() => this.#sessions.values());
+    this.activity.onChange((session, state) => {
+      if (session.running) this.emit(session, "state", { state });
+    });
+  }
+
+  /** Tells subscribers that `type` happened to `session`. */
+  emit(session: Session, type: SessionEvent["type"], more: Partial<SessionEvent> = {}): void {
+    if (this.events.size === 0) return;
+    this.events.emit({
+      type,
+      session: session.meta.id,
+      name: session.meta.name,
+      tags: session.meta.tags,
+      time: this.#now().toISOString(),
+      ...more,
+    });
   }
 
   /** Loads sessions from disk; those that were running when a node died become `lost`. */
@@ -152,6 +171,7 @@ export class SessionManager {
       throw err;
     }
     this.#opts.store.save(meta);
+    this.emit(session, "launched");
     return session.info();
   }
 
@@ -267,6 +287,11 @@ export class SessionManager {
     else session.finish("exited", exitCode, null, this.#now());
     session.meta.pid = null;
     this.#opts.store.save(session.meta);
+    this.emit(session, "exited", {
+      status: session.meta.status,
+      exitCode: session.meta.exitCode,
+      signal: session.meta.signal,
+    });
     for (const fn of this.#onEnd) fn(session);
   }
 

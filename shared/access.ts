@@ -24,6 +24,7 @@ export const READ_ONLY_OPS: ReadonlySet<string> = new Set([
   "info",
   "attach",
   "screen",
+  "subscribe",
 ]);
 
 /**

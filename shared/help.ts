@@ -53,6 +53,21 @@ with --for; a waiting session gives 0.`,
     text: `Signal the whole process group of running sessions. Without --signal: SIGHUP
 then SIGTERM, as when a terminal closes. Waits up to 5 s for them to end.`,
   },
+  mcp: {
+    usage: "cw mcp",
+    text: `Serve the Model Context Protocol on stdin/stdout, for AI agents (Claude Code,
+Codex, …): tools to list machines and sessions, launch, read output and the
+screen, type (text and named keys), wait for exit or for input, kill, status,
+session events and the relay's KV — on this machine, relay nodes (NODE:ID) and
+saved servers, with this machine's credentials. See the README for set-up.`,
+  },
+  events: {
+    usage: "cw events [NODE] [--session S]... [--tag T] [--json]",
+    text: `Print what happens to sessions as it happens, until interrupted: launched,
+working/waiting, exited (with the code), a viewer attached or detached. --session
+and --tag narrow it; --json prints one object per line. Works through the relay
+(NODE, or NODE:S) and with --server.`,
+  },
   screen: {
     usage: "cw screen SESSION [--ansi] [--json]",
     text: `Print what the session's program shows right now, rendered by a terminal model

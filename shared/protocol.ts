@@ -233,10 +233,30 @@ export type Request =
      */
     snapshot?: number;
   }
-  | { op: "logs"; session: SessionRef; tail?: number; follow?: boolean; window?: number }
+  | {
+    op: "logs";
+    session: SessionRef;
+    /** The last this many lines. */
+    tail?: number;
+    /** The last this many bytes. */
+    tailBytes?: number;
+    /** From this absolute output offset (RESPONSE `offset` says where it really starts). */
+    from?: number;
+    /** At most this many bytes (not with `follow`). */
+    limit?: number;
+    follow?: boolean;
+    window?: number;
+  }
   | { op: "info" }
   /** What the program shows now, rendered (`ansi`: with colours as escape sequences). */
   | { op: "screen"; session: SessionRef; ansi?: boolean }
+  /**
+   * A stream of {@link SessionEvent}s (EVENT `{type: "session", event}`) for the named
+   * sessions, those with `tag`, or all, after a RESPONSE `{sessions}` with their state
+   * now; until the client closes. A client that falls behind gets EVENT `{type:
+   * "lagged"}` and the stream ends (re-read, then subscribe again).
+   */
+  | { op: "subscribe"; sessions?: SessionRef[]; tag?: string }
   /** Re-read the relay config (after `cw setup`) and relink. */
   | { op: "relay_reload" }
   | { op: "shutdown" };
@@ -253,9 +273,29 @@ export const OPS = [
   "logs",
   "info",
   "screen",
+  "subscribe",
   "relay_reload",
   "shutdown",
 ] as const;
+
+/** Something that happened to a session (`subscribe`). */
+export interface SessionEvent {
+  type: "launched" | "state" | "exited" | "attached" | "detached";
+  session: number;
+  name: string | null;
+  tags: string[];
+  /** ISO 8601. */
+  time: string;
+  /** `state`: what it does now. */
+  state?: "working" | "waiting";
+  /** `exited`: how it ended. */
+  status?: SessionStatus;
+  exitCode?: number | null;
+  signal?: string | null;
+  /** `attached`/`detached`: the viewer's mode, and how many viewers there are now. */
+  readOnly?: boolean;
+  viewers?: number;
+}
 
 /** Events inside a stream. */
 export type StreamEvent =
@@ -291,7 +331,11 @@ export type StreamEvent =
    * attach's RESPONSE, without scrollback) at output offset `offset`, at
    * `cols`×`rows`; output continues from `offset`.
    */
-  | { type: "screen"; offset: number; cols: number; rows: number; snapshot: string };
+  | { type: "screen"; offset: number; cols: number; rows: number; snapshot: string }
+  /** node → client (subscribe): something happened to a session. */
+  | { type: "session"; event: SessionEvent }
+  /** node → client (subscribe): the client fell behind; the stream ends. */
+  | { type: "lagged" };
 
 /** Thrown by the codec for anything that is not a valid frame. */
 export class ProtocolError extends Error {
