@@ -41,6 +41,7 @@ export class Subscription {
       const e = this.#queue.shift();
       if (e) return e;
       if (this.#lagged) {
+        this.#lagged = false; // said once; closed from now on
         this.close();
         return "lagged";
       }
