@@ -1,5 +1,5 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web|replicas]`),
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web|replicas|mcp]`),
  * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
@@ -62,6 +62,7 @@ import { runSshBench } from "./bench/ssh.ts";
 import { runHostileBench } from "./bench/hostile.ts";
 import { runContainerBench } from "./bench/container.ts";
 import { DEFAULT_LINKS_PER_REPLICA, runReplicasBench } from "./bench/replicas.ts";
+import { runMcpBench } from "./bench/mcp.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -640,6 +641,7 @@ const PARTS = [
   "container",
   "web",
   "replicas",
+  "mcp",
 ] as const;
 
 async function main(args: string[]): Promise<number> {
@@ -671,6 +673,7 @@ async function main(args: string[]): Promise<number> {
     hostile: runHostileBench,
     container: runContainerBench,
     // --nodes: links per replica here (3 replicas)
+    mcp: runMcpBench,
     replicas: () => runReplicasBench(values.nodes ? nodes : DEFAULT_LINKS_PER_REPLICA),
     // in a process of its own: playwright-core needs --allow-all (see bench/web.ts)
     web: async () => {
