@@ -18,6 +18,12 @@ export interface NodeConfig {
    * https://, or http:// to loopback. Off by default.
    */
   notifyUrl: string | null;
+  /**
+   * `ssh -L` through the relay's SSH gateway to addresses this node reaches
+   * (when the relay also allows it for the node's network): `off` (default),
+   * `loopback` (this machine's 127.0.0.0/8, ::1, localhost) or `any`.
+   */
+  forwarding: "off" | "loopback" | "any";
 }
 
 /** Defaults for every setting. */
@@ -28,6 +34,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   tlsCert: null,
   tlsKey: null,
   notifyUrl: null,
+  forwarding: "off",
 };
 
 const UNITS: Record<string, number> = { "": 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
@@ -66,6 +73,14 @@ export function loadConfig(home: string): NodeConfig {
       config.notifyUrl = value === null
         ? null
         : checkWebhookUrl(value, `Setting "notifyUrl" in ${path}`);
+    } else if (key === "forwarding") {
+      if (value !== "off" && value !== "loopback" && value !== "any") {
+        throw new CwError(
+          "bad_request",
+          `Setting "forwarding" in ${path} must be "off", "loopback" or "any"`,
+        );
+      }
+      config.forwarding = value;
     } else if (key === "listen" || key === "tlsCert" || key === "tlsKey") {
       if (typeof value !== "string" && value !== null) {
         throw new CwError("bad_request", `Setting "${key}" in ${path} must be a string`);

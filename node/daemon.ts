@@ -151,6 +151,7 @@ class Daemon {
   #startedAt = new Date();
   #budget: FdBudget;
   #notifyUrl: string | null;
+  #forwarding: NodeConfig["forwarding"];
   #notifier: Notifier | null = null;
   readonly finished: Promise<void>;
 
@@ -163,6 +164,7 @@ class Daemon {
   ) {
     this.#budget = budget;
     this.#notifyUrl = config.notifyUrl;
+    this.#forwarding = config.forwarding;
     this.#paths = paths;
     this.#logger = logger;
     this.#opts = opts;
@@ -276,7 +278,7 @@ class Daemon {
         this.#logger.info(
           `ssh session for ${principal ?? "an unnamed principal"} through the relay`,
         );
-        void runDialback(cfg, ticket, this.#pty, this.#logger);
+        void runDialback(cfg, ticket, this.#pty, this.#logger, { forwarding: this.#forwarding });
       },
     });
     return { ...this.#link.status };

@@ -30,6 +30,7 @@ export async function runDialback(
   ticket: string,
   pty: PtyHost,
   logger: Logger,
+  opts: DialbackOptions = { forwarding: "off" },
 ): Promise<void> {
   const url = new URL("/node/dialback", config.url);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -45,11 +46,29 @@ export async function runDialback(
     return;
   }
   try {
-    await serve(ws, pty, logger);
+    await serve(ws, pty, logger, opts);
   } finally {
     ws.close();
   }
 }
+
+/** What this node allows through its SSH gateway beyond shells and commands. */
+export interface DialbackOptions {
+  /**
+   * `ssh -L` to addresses this node reaches: `off` (the default), `loopback`
+   * (127.0.0.0/8, ::1 and localhost only) or `any`.
+   */
+  forwarding: "off" | "loopback" | "any";
+}
+
+/** Where OpenSSH's SFTP server lives on common systems. */
+export const SFTP_SERVER_PATHS = [
+  "/usr/lib/openssh/sftp-server",
+  "/usr/libexec/openssh/sftp-server",
+  "/usr/lib/ssh/sftp-server",
+  "/usr/libexec/sftp-server",
+  "/usr/lib/sftp-server",
+];
 
 /** The running program behind one SSH channel. */
 interface Program {
@@ -77,7 +96,12 @@ interface ProgramIo {
   taken(n: number): void;
 }
 
-function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void> {
+function serve(
+  ws: ClientWebSocket,
+  pty: PtyHost,
+  logger: Logger,
+  opts: DialbackOptions,
+): Promise<void> {
   return new Promise((resolve) => {
     let program: Program | null = null;
     let unacked = 0;
@@ -149,7 +173,14 @@ function serve(ws: ClientWebSocket, pty: PtyHost, logger: Logger): Promise<void>
       switch (type) {
         case Dial.START:
           if (program) throw new RangeError("START twice");
-          program = start(parseStart(payload), pty, io, logger);
+          program = start(
+            parseStart(payload),
+            pty,
+            io,
+            logger,
+            opts,
+            () => send(encodeDial(Dial.READY)),
+          );
           break;
         case Dial.STDIN:
           if (payload.byteLength > DIALBACK_MAX_CHUNK) throw new RangeError("STDIN too large");
@@ -228,11 +259,42 @@ function loginShell(): string {
   return "/bin/sh";
 }
 
-function start(req: DialbackStart, pty: PtyHost, io: ProgramIo, logger: Logger): Program {
-  const shell = loginShell();
+function start(
+  req: DialbackStart,
+  pty: PtyHost,
+  io: ProgramIo,
+  logger: Logger,
+  opts: DialbackOptions,
+  ready: () => void,
+): Program {
+  if (req.forward) return forward(req.forward, io, opts, ready);
+  let shell = loginShell();
   const env: Record<string, string> = { ...Deno.env.toObject(), ...req.env };
   const cwd = env.HOME ?? "/";
-  const args = req.command !== null ? ["-c", req.command] : req.pty ? ["-l"] : [];
+  let args = req.command !== null ? ["-c", req.command] : req.pty ? ["-l"] : [];
+  if (req.subsystem === "sftp") {
+    // OpenSSH's own SFTP server, as sshd runs it: this node's user, its home to start in;
+    // read-only principals get its read-only mode
+    const server = SFTP_SERVER_PATHS.find((p) => {
+      try {
+        return Deno.statSync(p).isFile;
+      } catch {
+        return false;
+      }
+    });
+    if (!server) {
+      io.output(
+        Dial.STDERR,
+        new TextEncoder().encode(
+          "cw: this node has no SFTP server (install openssh-sftp-server)\r\n",
+        ),
+      );
+      io.exit(127, null);
+      return idle(io);
+    }
+    shell = server;
+    args = ["-d", cwd, ...(req.readOnly ? ["-R"] : [])];
+  }
   const cannot = (message: string): Program => {
     io.output(Dial.STDERR, new TextEncoder().encode(`cw: cannot start ${shell}: ${message}\r\n`));
     io.exit(127, null);
@@ -329,6 +391,106 @@ function start(req: DialbackStart, pty: PtyHost, io: ProgramIo, logger: Logger):
       tryKill(-child.pid, "SIGHUP");
       void stdout.cancel().catch(() => {});
       void stderr.cancel().catch(() => {});
+    },
+  };
+}
+
+/** A program that is already over: input is discarded. */
+function idle(io: ProgramIo): Program {
+  return {
+    stdin: (data) => io.taken(data.byteLength),
+    eof: () => {},
+    eow: () => {},
+    resize: () => {},
+    signal: () => {},
+    flow: () => {},
+    kill: () => {},
+  };
+}
+
+/** Whether `host` is this machine's loopback (an address, or `localhost`). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * `ssh -L`: a TCP connection from this node to `to`, if this node allows it
+ * (DialbackOptions.forwarding). READY once connected; the relay's stdin is
+ * written to it and what it sends is output, under the same window; EOF
+ * half-closes it; its end is EXIT.
+ */
+function forward(
+  to: { host: string; port: number },
+  io: ProgramIo,
+  opts: DialbackOptions,
+  ready: () => void,
+): Program {
+  const refuse = (why: string) => {
+    io.output(Dial.STDERR, new TextEncoder().encode(why));
+    io.exit(1, null);
+    return idle(io);
+  };
+  if (opts.forwarding === "off") return refuse("this node does not allow port forwarding");
+  if (opts.forwarding === "loopback" && !isLoopbackHost(to.host)) {
+    return refuse("this node allows port forwarding to its loopback only");
+  }
+  let conn: Deno.TcpConn | null = null;
+  let gone = false;
+  const pending: Uint8Array[] = [];
+  let writing = Promise.resolve();
+  const write = (data: Uint8Array) => {
+    const n = data.byteLength;
+    writing = writing.then(async () => {
+      try {
+        let at = 0;
+        while (at < data.byteLength && conn) at += await conn.write(data.subarray(at));
+      } catch {
+        // the destination closed: its end comes as EXIT
+      }
+      io.taken(n);
+    });
+  };
+  const host = to.host.replace(/^\[|\]$/g, "");
+  Deno.connect({ hostname: host === "localhost" ? "127.0.0.1" : host, port: to.port }).then(
+    async (c) => {
+      if (gone) return c.close();
+      conn = c;
+      c.setNoDelay(true);
+      ready();
+      for (const p of pending.splice(0)) write(p);
+      const buf = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          const n = await c.read(buf);
+          if (n === null || gone) break;
+          io.output(Dial.STDOUT, buf.slice(0, n));
+          await io.room(); // a client that stops reading stops reading the destination
+        }
+      } catch {
+        // reset by the destination
+      }
+      try {
+        c.close();
+      } catch { /* closed */ }
+      io.exit(0, null);
+    },
+    (err) => refuse(`cannot connect to ${to.host}:${to.port}: ${(err as Error).message}`),
+  );
+  return {
+    stdin: (data) => conn ? write(data) : pending.push(data),
+    eof: () => {
+      writing = writing.then(() => conn?.closeWrite().catch(() => {}));
+    },
+    eow: () => {},
+    resize: () => {},
+    signal: () => {},
+    flow: () => {}, // reading waits for room instead
+    kill: () => {
+      gone = true;
+      try {
+        conn?.close();
+      } catch { /* closed */ }
     },
   };
 }

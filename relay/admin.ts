@@ -21,6 +21,7 @@ import { hashSecret, newToken } from "../shared/secrets.ts";
 import type { AuditLog } from "./audit.ts";
 import type { Principal } from "./principals.ts";
 import type { RelayStore } from "./store.ts";
+import { listNetworkSettings, type NetworkSettings, setNetworkSettings } from "./networks.ts";
 
 /** Most nodes one invite may register. */
 export const MAX_INVITE_USES = 10_000;
@@ -230,4 +231,34 @@ export async function revokeNode(ctx: AdminContext, by: Actor, name: string): Pr
     node: name,
     addr: by.addr,
   });
+}
+
+/** Sets a network's settings (today: whether `ssh -L` may reach its nodes). */
+export async function setNetwork(
+  ctx: AdminContext,
+  by: Actor,
+  name: string,
+  body: Record<string, unknown>,
+): Promise<{ network: string } & NetworkSettings> {
+  const net = network(name);
+  if (typeof body.allowForwarding !== "boolean") {
+    throw new CwError("bad_request", 'Field "allowForwarding" must be true or false');
+  }
+  const settings: NetworkSettings = { allowForwarding: body.allowForwarding };
+  await setNetworkSettings(ctx.store, net, settings);
+  ctx.audit.record({
+    event: "network_set",
+    principal: by.principal.id,
+    network: net,
+    addr: by.addr,
+    allowForwarding: settings.allowForwarding,
+  });
+  return { network: net, ...settings };
+}
+
+/** Networks with settings. */
+export function listNetworks(
+  ctx: AdminContext,
+): Promise<({ network: string } & NetworkSettings)[]> {
+  return listNetworkSettings(ctx.store);
 }

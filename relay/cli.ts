@@ -37,6 +37,7 @@ const USAGE = `Usage:
   cw relay user add NAME [--network NAME] [--read-only] [--ttl DURATION]   print a user token
   cw relay user list [--json] | revoke NAME
   cw relay nodes [--json] [--network NAME] | --revoke NAME
+  cw relay network set NAME --allow-forwarding|--no-forwarding | network list [--json]
   cw relay audit [--since DURATION|TIME] [--follow] [--json]
 Networks: every credential reaches only its own network (default: "default").
 Admin commands work on --data-dir DIR (default ~/.codewire/relay), or on a
@@ -49,6 +50,7 @@ Plain http:// only to loopback, unless --insecure. CW_RELAY_LISTEN sets the defa
 --listen (the container image: 0.0.0.0:8443).`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  network: networkCmd,
   invite,
   nodes,
   user,
@@ -84,6 +86,8 @@ interface Admin {
   revokeUser(name: string): Promise<void>;
   listNodes(network: string | null): Promise<NodeRow[]>;
   revokeNode(name: string): Promise<void>;
+  setNetwork(name: string, allowForwarding: boolean): Promise<void>;
+  listNetworks(): Promise<{ network: string; allowForwarding: boolean }[]>;
   audit(opts: { since?: Date; follow: boolean; signal: AbortSignal }): AsyncIterable<AuditEntry>;
   close(): Promise<void>;
 }
@@ -162,6 +166,10 @@ function storeAdmin(store: RelayStore, dir: string): Admin {
     listNodes: async (network) =>
       (await admin.listNodeRecords(ctx)).filter((n) => network === null || n.network === network),
     revokeNode: (name) => admin.revokeNode(ctx, by, name),
+    async setNetwork(name, allowForwarding) {
+      await admin.setNetwork(ctx, by, name, { allowForwarding });
+    },
+    listNetworks: () => admin.listNetworks(ctx),
     async *audit({ since, follow, signal }) {
       yield* await audit.readAll({ since });
       if (follow && store.audit) yield* followStore(store.audit, signal);
@@ -242,6 +250,10 @@ function apiAdmin(url: URL, token: string, caCert?: string): Admin {
     async revokeNode(name) {
       await call("DELETE", paths.node(name));
     },
+    async setNetwork(name, allowForwarding) {
+      await call("PUT", paths.network(name), { allowForwarding });
+    },
+    listNetworks: async () => (await call("GET", paths.networks)).networks,
     async *audit({ since, follow, signal }) {
       const q = new URLSearchParams();
       if (since) q.set("since", since.toISOString());
@@ -379,6 +391,54 @@ async function user(args: string[]): Promise<number> {
             }  ${state}`,
           );
         }
+      }
+    }
+    return 0;
+  } finally {
+    await admin.close();
+  }
+}
+
+/** `cw relay network set NAME --allow-forwarding|--no-forwarding` | `network list [--json]`. */
+async function networkCmd(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      ...adminFlags(),
+      "allow-forwarding": { type: "boolean" },
+      "no-forwarding": { type: "boolean" },
+    },
+  });
+  const usage =
+    "Usage: cw relay network set NAME --allow-forwarding|--no-forwarding | network list [--json]";
+  const allow = values["allow-forwarding"] === true;
+  const deny = values["no-forwarding"] === true;
+  if (sub === "set") {
+    if (positionals.length !== 1 || allow === deny) throw new RangeError(usage);
+    checkName("network", positionals[0]);
+  } else if (sub !== "list" || positionals.length || allow || deny) throw new RangeError(usage);
+  const admin = await openAdmin(values);
+  try {
+    if (sub === "set") {
+      await admin.setNetwork(positionals[0], allow);
+      console.error(
+        `Network "${positionals[0]}": port forwarding (ssh -L) ${
+          allow
+            ? 'allowed (each node must allow it too: "forwarding" in its config.json)'
+            : "refused"
+        }.`,
+      );
+      return 0;
+    }
+    const list = await admin.listNetworks();
+    if (values.json) console.log(JSON.stringify(list));
+    else if (list.length === 0) {
+      console.error("No network has settings (forwarding is off everywhere).");
+    } else {
+      for (const n of list) {
+        console.log(`${safe(n.network)}  forwarding ${n.allowForwarding ? "allowed" : "refused"}`);
       }
     }
     return 0;

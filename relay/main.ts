@@ -284,6 +284,7 @@ export async function runRelay(opts: RelayOptions): Promise<number> {
         holdSshConnection: relay.holdSshConnection,
         dialback: relay.dialback,
         speaks: relay.speaks,
+        forwardingAllowed: relay.forwardingAllowed,
         budget,
         limits: { ...RELAY_SSH_LIMITS, maxConnections: sshMax },
       },

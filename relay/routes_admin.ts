@@ -66,6 +66,16 @@ export function adminRoutes(app: Hono<Env>, deps: AdminRoutesDeps): void {
     return c.body(null, 204);
   });
 
+  app.get(
+    paths.networks,
+    onlyAdmin,
+    async (c) => c.json({ networks: await admin.listNetworks(deps.admin) }),
+  );
+  app.put(`${paths.networks}/:name`, onlyAdmin, async (c) => {
+    const body = await jsonBody(c);
+    return c.json(await admin.setNetwork(deps.admin, actor(c), c.req.param("name") ?? "", body));
+  });
+
   app.delete(`${paths.nodes}/:name`, onlyAdmin, async (c) => {
     await admin.revokeNode(deps.admin, actor(c), c.req.param("name") ?? "");
     return c.body(null, 204);

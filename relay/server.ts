@@ -22,6 +22,7 @@ import { clientAddr, type Env } from "./http.ts";
 import { Hub } from "./hub.ts";
 import type { Cluster } from "./cluster.ts";
 import { peerRoutes } from "./routes_peer.ts";
+import { networkSettings } from "./networks.ts";
 import { linkRoutes } from "./links.ts";
 import { Metrics } from "./metrics.ts";
 import { AUTH_POLL_MS, Authenticator, Connections, type Principal } from "./principals.ts";
@@ -71,6 +72,8 @@ export interface Relay extends Disposable {
   dialback(name: string, principal: Principal): Promise<WebSocket>;
   /** Whether node `name`'s link said it speaks `feature`. */
   speaks(name: string, feature: string): boolean;
+  /** Whether node `name`'s network allows `ssh -L` to it (relay/networks.ts). */
+  forwardingAllowed(name: string): Promise<boolean>;
   /** Keys that may log in through the SSH gateway. */
   publicKeys(): Promise<GatewayKey[]>;
   /** The principal of an SSH password (a node credential, user token or the admin token), or null. */
@@ -253,6 +256,8 @@ export function createRelay(deps: RelayDeps): Relay {
       paths.sshKeys,
       `${paths.sshKeys}/:fingerprint`,
       paths.audit,
+      paths.networks,
+      `${paths.networks}/:name`,
       paths.dialback,
       paths.nodeLink,
       paths.webCodes,
@@ -305,6 +310,11 @@ export function createRelay(deps: RelayDeps): Relay {
     dialback: links.dialback,
     speaks: (name: string, feature: string) =>
       (hub.get(name)?.features ?? cluster?.features(name))?.includes(feature) ?? false,
+    async forwardingAllowed(name: string) {
+      const node = await deps.store.getNode(name);
+      return !!node && !node.revokedAt &&
+        (await networkSettings(deps.store, node.network)).allowForwarding;
+    },
     publicKeys,
     passwordPrincipal: (password: string) => auth.principalOf(password),
     holdSshConnection(peer: Peer, principal: Principal) {

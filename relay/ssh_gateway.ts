@@ -40,6 +40,7 @@ import {
   dialCount,
   dialJson,
   encodeDial,
+  FORWARD_MAX_HOST,
 } from "../shared/dialback.ts";
 import { parseSignal } from "../shared/signals.ts";
 import {
@@ -155,6 +156,11 @@ export interface GatewayDeps {
   dialback(name: string, principal: Principal): Promise<WebSocket>;
   /** Whether the node said it speaks a dial-back feature (e.g. "stdin-ack"). */
   speaks(name: string, feature: string): boolean;
+  /**
+   * Whether `ssh -L` to node `name` is allowed by its network's settings
+   * (`cw relay network set NAME --allow-forwarding`); absent: never.
+   */
+  forwardingAllowed?(name: string): Promise<boolean>;
   /** The process's descriptors for connections, shared with the HTTPS listener. */
   budget: FdBudget;
   /** Deadlines and caps of the SSH port (the handshake mark is a successful login). */
@@ -266,7 +272,19 @@ export function startSshGateway(
       ctx.reject(["publickey", "password"]);
     });
     client.on("ready", () => {
-      if (principal) client.on("session", sessions(user, principal, addr, deps));
+      if (!principal) return;
+      client.on("session", sessions(user, principal, addr, deps));
+      // `ssh -L` (direct-tcpip); -R, -D's remote side and agent forwarding stay refused (ssh2
+      // refuses requests nobody listens for)
+      const who = { node: user, principal, addr };
+      client.on("tcpip", (accept: any, reject: any, info: any) => {
+        forwardChannel(accept, reject, who, info, deps).catch((err) => {
+          deps.logger.warn(`ssh: forward to "${user}" failed: ${(err as Error)?.message}`);
+          try {
+            reject?.();
+          } catch { /* gone */ }
+        });
+      });
     });
     client.on("error", () => {});
   });
@@ -417,19 +435,30 @@ function session(sess: any, who: Who, deps: GatewayDeps): void {
       toNode(encodeDial(Dial.SIGNAL, { signal }));
     }),
   );
-  const run = (command: string | null, accept: any, reject: any) => {
+  const run = (command: string | null, accept: any, reject: any, sftp = false) => {
     if (started || (command !== null && utf8Length(command, SSH_MAX_COMMAND) > SSH_MAX_COMMAND)) {
       return reject?.();
     }
     const channel = accept?.();
     if (!channel) return; // closed meanwhile, or it runs something already
     started = true;
-    bridge(channel, who, { command, pty, env }, deps).then(
+    const start: DialbackStart = sftp
+      ? { command: null, pty: null, env, subsystem: "sftp", readOnly: who.principal.readOnly }
+      : { command, pty, env };
+    bridge(channel, who, start, deps).then(
       (socket) => ws = socket,
       (err) => deps.logger.warn(`ssh: session on "${node}" failed: ${(err as Error)?.message}`),
     );
   };
   sess.on("shell", guard("shell", (accept, reject) => run(null, accept, reject)));
+  // sftp (and scp, which speaks SFTP since OpenSSH 9): the node's SFTP server
+  sess.on(
+    "subsystem",
+    guard("subsystem", (accept, reject, info) => {
+      if (String(info?.name ?? "") !== "sftp") return reject?.();
+      run(null, accept, reject, true);
+    }),
+  );
   sess.on(
     "exec",
     guard("exec", (accept, reject, info) => run(String(info?.command ?? ""), accept, reject)),
@@ -468,9 +497,12 @@ async function bridge(
   who: Who,
   start: DialbackStart,
   deps: GatewayDeps,
+  connected: WebSocket | null = null,
 ): Promise<WebSocket | null> {
   const node = who.node;
-  let ws: WebSocket | null = null;
+  let ws: WebSocket | null = connected;
+  /** A forward (`ssh -L`): a TCP stream, with no stderr and no exit status. */
+  const tcp = start.forward != null;
   let channelClosed = false;
   /** The channel got its exit status (or an error): nothing more goes to it. */
   let ended = false;
@@ -486,22 +518,27 @@ async function bridge(
     if (ended || channelClosed) return;
     ended = true;
     try {
-      channel.stderr.write(`cw: ${message}\r\n`);
-      channel.exit(1);
+      if (!tcp) {
+        channel.stderr.write(`cw: ${message}\r\n`);
+        channel.exit(1);
+      }
       channel.end();
     } catch (err) {
       warn(`cannot tell the client: ${(err as Error)?.message}`);
     }
   };
-  if (who.principal.readOnly) {
+  // read-only: SFTP in the node's read-only mode, nothing else
+  if (who.principal.readOnly && start.subsystem !== "sftp") {
     fail(`${who.principal.id} is read-only: no shell or command through the SSH gateway`);
     return null;
   }
-  try {
-    ws = await deps.dialback(node, who.principal);
-  } catch (err) {
-    fail(err instanceof CwError ? err.message : `cannot reach node "${node}"`);
-    return null;
+  if (!ws) {
+    try {
+      ws = await deps.dialback(node, who.principal);
+    } catch (err) {
+      fail(err instanceof CwError ? err.message : `cannot reach node "${node}"`);
+      return null;
+    }
   }
   const audit = {
     principal: who.principal.id,
@@ -510,18 +547,28 @@ async function bridge(
     addr: who.addr,
   };
   const started = Date.now();
-  deps.audit.record({
-    ...audit,
-    event: "ssh_start",
-    command: start.command === null ? null : start.command.slice(0, 200),
-    pty: start.pty !== null,
-  });
+  const bytes = { in: 0, out: 0 };
+  deps.audit.record(
+    tcp
+      ? { ...audit, event: "forward_start", to: `${start.forward!.host}:${start.forward!.port}` }
+      : {
+        ...audit,
+        event: "ssh_start",
+        command: start.command === null ? null : start.command.slice(0, 200),
+        subsystem: start.subsystem ?? undefined,
+        readOnly: start.subsystem === "sftp" ? start.readOnly === true : undefined,
+        pty: start.pty !== null,
+      },
+  );
   let exit: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null };
   ws.addEventListener("close", () =>
     deps.audit.record({
       ...audit,
-      event: "ssh_end",
-      ...exit,
+      event: tcp ? "forward_end" : "ssh_end",
+      ...(tcp ? { to: `${start.forward!.host}:${start.forward!.port}` } : exit),
+      subsystem: start.subsystem ?? undefined,
+      bytesIn: bytes.in,
+      bytesOut: bytes.out,
       seconds: Math.round((Date.now() - started) / 100) / 10,
     }), { once: true });
   const socket = ws;
@@ -578,12 +625,18 @@ async function bridge(
         if (outstanding > DIALBACK_WINDOW + DIALBACK_MAX_CHUNK) {
           throw new RangeError("output beyond the window");
         }
-        write(type === Dial.STDOUT ? channel : channel.stderr, payload);
+        bytes.out += payload.byteLength;
+        if (tcp && type === Dial.STDERR) ack(payload.byteLength); // a stream has no stderr
+        else write(type === Dial.STDOUT ? channel : channel.stderr, payload);
         break;
       case Dial.EXIT:
       case Dial.ERROR: {
         const v = dialJson(payload);
         ended = true;
+        if (tcp) {
+          channel.end(); // the destination closed
+          break;
+        }
         if (type === Dial.ERROR) channel.stderr.write(`cw: ${printable(v.message)}\r\n`);
         const code = Number.isInteger(v.code) && v.code as number >= 0 && v.code as number <= 255
           ? v.code as number
@@ -643,6 +696,7 @@ async function bridge(
     "data",
     guarded("stdin", (data: Uint8Array) => {
       if (socket.readyState !== WebSocket.OPEN) return;
+      bytes.in += data.byteLength;
       for (let i = 0; i < data.byteLength; i += DIALBACK_MAX_CHUNK) {
         socket.send(encodeDial(Dial.STDIN, data.subarray(i, i + DIALBACK_MAX_CHUNK)));
       }
@@ -657,11 +711,90 @@ async function bridge(
   channel.on("end", guarded("eof", () => toNode(encodeDial(Dial.EOF))));
   try {
     socket.binaryType = "arraybuffer";
-    socket.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
+    // a forward's START went before the channel was accepted (forwardChannel)
+    if (!connected) {
+      socket.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
+    }
   } catch (err) {
     broken(`cannot start: ${(err as Error)?.message}`);
   }
   return socket;
+}
+
+/**
+ * `ssh -L` (a `direct-tcpip` channel): allowed only for a writer, by the
+ * node's network (relay) and by the node itself (its `forwarding` setting);
+ * the channel is accepted once the node connected to the destination, so a
+ * refusal reaches the client as an open failure. Each forward is audited.
+ */
+async function forwardChannel(
+  accept: any,
+  reject: any,
+  who: Who,
+  info: any,
+  deps: GatewayDeps,
+): Promise<void> {
+  const host = String(info?.destIP ?? "");
+  const port = Number(info?.destPort);
+  const audit = {
+    principal: who.principal.id,
+    network: who.principal.network,
+    node: who.node,
+    addr: who.addr,
+    to: `${host.slice(0, 255)}:${port}`,
+  };
+  const refuse = (reason: string) => {
+    deps.audit.record({ ...audit, event: "forward_refused", reason });
+    deps.logger.info(`ssh: forward to ${audit.to} on "${who.node}" refused: ${reason}`);
+    reject?.();
+  };
+  if (
+    !host || host.length > FORWARD_MAX_HOST || !Number.isInteger(port) || port < 1 || port > 65535
+  ) {
+    return refuse("bad destination");
+  }
+  if (who.principal.readOnly) return refuse(`${who.principal.id} is read-only`);
+  if (!deps.forwardingAllowed || !(await deps.forwardingAllowed(who.node).catch(() => false))) {
+    return refuse("the node's network does not allow port forwarding");
+  }
+  let ws: WebSocket;
+  try {
+    ws = await deps.dialback(who.node, who.principal);
+  } catch (err) {
+    return refuse(err instanceof CwError ? err.message : "cannot reach the node");
+  }
+  ws.binaryType = "arraybuffer";
+  const start: DialbackStart = { command: null, pty: null, env: {}, forward: { host, port } };
+  ws.send(encodeDial(Dial.START, start as unknown as Record<string, unknown>));
+  // the node's first word: READY, or why not (STDERR, then EXIT); the bridge takes over after
+  let off = () => {};
+  const answer = await new Promise<{ ready: boolean; why: string }>((resolve) => {
+    let why = "";
+    const onMessage = (e: MessageEvent) => {
+      if (!(e.data instanceof ArrayBuffer)) return resolve({ ready: false, why: "bad message" });
+      try {
+        const { type, payload } = decodeDial(new Uint8Array(e.data));
+        if (type === Dial.READY) return resolve({ ready: true, why });
+        if (type === Dial.STDERR) why += new TextDecoder().decode(payload).slice(0, 300);
+        else if (type === Dial.EXIT || type === Dial.ERROR) resolve({ ready: false, why });
+      } catch {
+        resolve({ ready: false, why: "bad message" });
+      }
+    };
+    ws.addEventListener("message", onMessage);
+    ws.addEventListener("close", () => resolve({ ready: false, why: why || "the node left" }), {
+      once: true,
+    });
+    off = () => ws.removeEventListener("message", onMessage);
+  });
+  off();
+  if (!answer.ready) {
+    ws.close();
+    return refuse(printable(answer.why) || "the node refused");
+  }
+  const channel = accept?.();
+  if (!channel) return ws.close();
+  await bridge(channel, who, start, deps, ws);
 }
 
 /** Text from a node for the user's terminal: one bounded line, no control characters. */

@@ -18,6 +18,10 @@ need=(
   tmux:tmux                        # attach tests: real terminals
   ssh:openssh-client               # the SSH gateway tests
   ssh-keygen:openssh-client
+  scp:openssh-client               # ... scp and sftp through the gateway
+  sftp:openssh-client
+  rsync:rsync                      # ... rsync -e ssh
+  curl:curl                        # ... a page through ssh -L
   ps:procps
   openssl:openssl                  # test CA + leaf certificates
   prlimit:util-linux               # hostile tests: lowered fd limits
@@ -40,6 +44,10 @@ for pair in "${need[@]}"; do
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
+# SFTP through the gateway: the node runs OpenSSH's SFTP server
+if [ ! -x /usr/lib/openssh/sftp-server ]; then
+  missing+=(openssh-sftp-server)
+fi
 # the PostgreSQL store's tests: a private server (scripts/postgres.sh)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)

@@ -32,6 +32,8 @@
  * | GET    | /api/v1/ssh-keys                  | any principal            | `{keys: SshKeyRow[]}` |
  * | DELETE | /api/v1/ssh-keys/{fingerprint}    | writer of that network   | 204; its SSH sessions end |
  * | GET    | /api/v1/audit?since=&limit=&follow=1 | admin                 | NDJSON {@link AuditEntry} lines |
+ * | GET    | /api/v1/networks                  | admin                    | `{networks: [{network, allowForwarding}]}` |
+ * | PUT    | /api/v1/networks/{name}           | admin                    | `{allowForwarding}` → 200 the settings |
  * | *      | /api/v1/kv/{ns}[/{key}]           | any principal (read-only: reads) | see relay/kv_api.ts |
  * | GET    | /node/connect                     | node                     | WebSocket: the node's link (shared/mux.ts) |
  * | GET    | /node/dialback                    | node + ticket            | WebSocket: one SSH session (shared/dialback.ts) |
@@ -60,6 +62,8 @@ export const paths = {
   invite: (id: string) => `${API_PREFIX}/invites/${encodeURIComponent(id)}`,
   users: `${API_PREFIX}/users`,
   user: (name: string) => `${API_PREFIX}/users/${encodeURIComponent(name)}`,
+  networks: `${API_PREFIX}/networks`,
+  network: (name: string) => `${API_PREFIX}/networks/${encodeURIComponent(name)}`,
   sshKeys: `${API_PREFIX}/ssh-keys`,
   sshKey: (fp: string) => `${API_PREFIX}/ssh-keys/${encodeURIComponent(fp)}`,
   audit: `${API_PREFIX}/audit`,

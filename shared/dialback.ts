@@ -35,6 +35,7 @@
  * | 0x13 | EXIT      | node → relay | JSON {code, signal}: the last message |
  * | 0x14 | ERROR     | node → relay | JSON {message}: could not start       |
  * | 0x15 | STDIN_ACK | node → relay | u32: stdin bytes the program took     |
+ * | 0x16 | READY     | node → relay | none: a forward's connection is open  |
  *
  * START is `{command: string | null, pty: {term, cols, rows} | null, env}`;
  * sizes (START, RESIZE) are positive integers; STDIN, STDOUT and STDERR carry
@@ -99,6 +100,8 @@ export const Dial = {
   EXIT: 0x13,
   ERROR: 0x14,
   STDIN_ACK: 0x15,
+  /** node → relay: a forward (START `forward`) reached its destination; bytes flow now. */
+  READY: 0x16,
 } as const;
 
 /** What to run. */
@@ -109,7 +112,19 @@ export interface DialbackStart {
   pty: { term: string; cols: number; rows: number } | null;
   /** Variables from the client's allow-list (LANG, LC_*). */
   env: Record<string, string>;
+  /** `sftp`: the node's SFTP server instead of a shell (`command` and `pty` are null). */
+  subsystem?: "sftp" | null;
+  /** For `sftp`: the principal may only read (the server runs read-only). */
+  readOnly?: boolean;
+  /**
+   * `ssh -L`: a TCP connection from the node to this address instead of a
+   * program; READY once connected, EXIT when it closes, ERROR if refused.
+   */
+  forward?: { host: string; port: number } | null;
 }
+
+/** Longest host name of a forward's destination. */
+export const FORWARD_MAX_HOST = 255;
 
 /** Variables an SSH client may set on the node. */
 export function allowedEnv(name: string): boolean {
@@ -188,7 +203,24 @@ export function parseStart(payload: Uint8Array): DialbackStart {
     }
     env[k] = val;
   }
-  return { command: v.command, pty, env };
+  let subsystem: DialbackStart["subsystem"] = null;
+  if (v.subsystem !== undefined && v.subsystem !== null) {
+    if (v.subsystem !== "sftp") throw new RangeError("START: subsystem must be sftp or null");
+    subsystem = "sftp";
+  }
+  let forward: DialbackStart["forward"] = null;
+  if (v.forward !== undefined && v.forward !== null) {
+    const f = v.forward as Record<string, unknown>;
+    if (
+      typeof f !== "object" || typeof f.host !== "string" || f.host.length === 0 ||
+      f.host.length > FORWARD_MAX_HOST || !Number.isInteger(f.port) ||
+      (f.port as number) < 1 || (f.port as number) > 65535
+    ) {
+      throw new RangeError("START: forward must be {host, port}");
+    }
+    forward = { host: f.host, port: f.port as number };
+  }
+  return { command: v.command, pty, env, subsystem, readOnly: v.readOnly === true, forward };
 }
 
 /** Reads `{cols, rows}` (START's pty, RESIZE): positive integers; throws RangeError. */
