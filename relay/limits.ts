@@ -8,6 +8,12 @@
 
 /** Session channels open at once on one SSH connection; OpenSSH's sshd allows 10 (MaxSessions). */
 export const SSH_MAX_SESSIONS = 10;
+/**
+ * Port forwards (`ssh -L`, `-W`) open at once on one SSH connection; more are
+ * refused as channel-open failures (each holds a dial-back and a connection
+ * on the node).
+ */
+export const SSH_MAX_FORWARDS = 64;
 /** Variables kept per session: the allow-list (LANG, LANGUAGE, COLORTERM, LC_*) names ~16. */
 export const SSH_MAX_ENV_VARS = 32;
 /** Bytes of one variable's value: a locale or COLORTERM is a few dozen. */

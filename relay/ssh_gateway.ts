@@ -48,6 +48,7 @@ import {
   SSH_MAX_ENV_BYTES,
   SSH_MAX_ENV_VALUE,
   SSH_MAX_ENV_VARS,
+  SSH_MAX_FORWARDS,
   SSH_MAX_SESSIONS,
   SSH_MAX_TERM_NAME,
   SSH_MAX_TERM_SIZE,
@@ -277,8 +278,32 @@ export function startSshGateway(
       // `ssh -L` (direct-tcpip); -R, -D's remote side and agent forwarding stay refused (ssh2
       // refuses requests nobody listens for)
       const who = { node: user, principal, addr };
+      let forwards = 0;
       client.on("tcpip", (accept: any, reject: any, info: any) => {
-        forwardChannel(accept, reject, who, info, deps).catch((err) => {
+        if (forwards >= SSH_MAX_FORWARDS) {
+          deps.logger.warn(
+            `ssh: refused a forward to "${user}": ${forwards} open on one connection`,
+          );
+          return reject?.();
+        }
+        forwards++;
+        const done = () => forwards--;
+        // the count holds until the forward's channel closes (or it never opened)
+        const counted = (ch: any) => {
+          if (ch) ch.once("close", done);
+          else done();
+          return ch;
+        };
+        forwardChannel(
+          () => counted(accept?.()),
+          () => {
+            done();
+            reject?.();
+          },
+          who,
+          info,
+          deps,
+        ).catch((err) => {
           deps.logger.warn(`ssh: forward to "${user}" failed: ${(err as Error)?.message}`);
           try {
             reject?.();

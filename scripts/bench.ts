@@ -1,5 +1,5 @@
 /**
- * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web|replicas|mcp]`),
+ * Benchmark report (`deno task bench [--only standalone|relay|remote|ssh|hostile|container|web|replicas|mcp|transfer]`),
  * in five parts, each printing a table with PASS/MISS per target and writing its
  * figures to `bench-results/PART.json`:
  *
@@ -63,6 +63,7 @@ import { runHostileBench } from "./bench/hostile.ts";
 import { runContainerBench } from "./bench/container.ts";
 import { DEFAULT_LINKS_PER_REPLICA, runReplicasBench } from "./bench/replicas.ts";
 import { runMcpBench } from "./bench/mcp.ts";
+import { runTransferBench } from "./bench/transfer.ts";
 
 /** Size of the file the throughput runs cat. */
 const FILE_BYTES = 50 * MIB;
@@ -642,6 +643,7 @@ const PARTS = [
   "web",
   "replicas",
   "mcp",
+  "transfer",
 ] as const;
 
 async function main(args: string[]): Promise<number> {
@@ -674,6 +676,7 @@ async function main(args: string[]): Promise<number> {
     container: runContainerBench,
     // --nodes: links per replica here (3 replicas)
     mcp: runMcpBench,
+    transfer: runTransferBench,
     replicas: () => runReplicasBench(values.nodes ? nodes : DEFAULT_LINKS_PER_REPLICA),
     // in a process of its own: playwright-core needs --allow-all (see bench/web.ts)
     web: async () => {

@@ -80,13 +80,13 @@ const LABEL: Record<Server, string> = {
 };
 
 /** Where one server listens and who logs in. */
-interface Endpoint {
+export interface Endpoint {
   port: number;
   user: string;
 }
 
 /** Everything started here, torn down on any exit. */
-class SshRig implements AsyncDisposable {
+export class SshRig implements AsyncDisposable {
   readonly root = Deno.makeTempDirSync({ prefix: "cw-bench-ssh-" });
   readonly file = `${this.root}/output.txt`;
   readonly key = `${this.root}/id_ed25519`;
@@ -168,7 +168,7 @@ function sshEnv(env: Record<string, string> = Deno.env.toObject()): Record<strin
 }
 
 /** Runs a command to completion (bounded); its exit code, stderr and wall time. */
-async function run(
+export async function run(
   argv: string[],
   timeoutMs = RUN_TIMEOUT_MS,
 ): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
@@ -200,7 +200,7 @@ async function run(
 // ---------------------------------------------------------------- set-up
 
 /** Starts the relay and registers the rig's node as dev-1; resolves once it is online. */
-async function setUpRelay(rig: SshRig, certs: TestCerts): Promise<Endpoint> {
+export async function setUpRelay(rig: SshRig, certs: TestCerts): Promise<Endpoint> {
   const relay = rig.relay = await BenchRelay.start(`${rig.root}/relay`, certs);
   const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(certs.ca)] });
   const api = (path: string, init: RequestInit = {}) =>
@@ -246,7 +246,7 @@ async function setUpRelay(rig: SshRig, certs: TestCerts): Promise<Endpoint> {
 }
 
 /** Installs openssh-server from Debian when sshd is missing; the reason if it cannot. */
-async function ensureSshd(): Promise<string | null> {
+export async function ensureSshd(): Promise<string | null> {
   const present = () => Deno.stat(SSHD).then((s) => s.isFile, () => false);
   if (await present()) return null;
   const root = (await output("id", ["-u"])) === "0";
@@ -286,7 +286,7 @@ function freePort(): number {
 }
 
 /** Runs sshd as a child with its own config, host key and authorized_keys. */
-async function startSshd(rig: SshRig): Promise<Endpoint> {
+export async function startSshd(rig: SshRig): Promise<Endpoint> {
   const dir = `${rig.root}/sshd`;
   await Deno.mkdir(dir);
   const hostKey = `${dir}/ssh_host_ed25519_key`;
@@ -315,6 +315,8 @@ async function startSshd(rig: SshRig): Promise<Endpoint> {
         "AcceptEnv LANG LC_*",
         "PrintMotd no",
         "PrintLastLog no",
+        // as Debian's default sshd_config: sftp and scp (transfer bench)
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
         "",
       ].join("\n"),
     );
