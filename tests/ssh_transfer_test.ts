@@ -406,3 +406,110 @@ async function withAskpass(
     else Deno.env.set("SSH_ASKPASS_REQUIRE", prev.r);
   }
 }
+
+/** RSS of a process in KiB (ps: /proc/PID needs more than the tests' permissions). */
+async function rssKiB(pid: number): Promise<number> {
+  const out = await new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)] }).output();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
+/** One SFTP packet: length, type, then the body. */
+function packet(type: number, ...parts: Uint8Array[]): Uint8Array {
+  const len = 1 + parts.reduce((n, p) => n + p.byteLength, 0);
+  const out = new Uint8Array(4 + len);
+  new DataView(out.buffer).setUint32(0, len);
+  out[4] = type;
+  let at = 5;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+const u32 = (n: number) => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+};
+const u64 = (n: number) => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+};
+const sshString = (s: Uint8Array) => new Uint8Array([...u32(s.byteLength), ...s]);
+
+Deno.test("ssh sftp: a client that asks for 64 MiB and stops reading holds relay and node memory bounded", async () => {
+  await using rig = await Rig.start();
+  const file = `${rig.dir}/big.bin`;
+  await randomFile(file, 64 * MiB);
+  const relayPid = rig.relay.relay.pid;
+  const nodePid = rig.node.nodePid()!;
+  // one SFTP session first: the code paths it warms are not what is measured
+  assert.equal((await rig.sftp(`get ${file} warm.bin\n`)).code, 0);
+  const before = { relay: await rssKiB(relayPid), node: await rssKiB(nodePid) };
+  // INIT, OPEN (sftp-server's first handle is the 4 bytes of index 0), then 2,048 READs of 32 KiB
+  const reads: Uint8Array[] = [];
+  for (let i = 0; i < 2048; i++) {
+    reads.push(packet(5, u32(10 + i), sshString(u32(0)), u64(i * 32 * 1024), u32(32 * 1024)));
+  }
+  const requests = [
+    packet(1, u32(3)),
+    packet(3, u32(2), sshString(new TextEncoder().encode(file)), u32(1), u32(0)),
+    ...reads,
+  ];
+  const env = Deno.env.toObject();
+  delete env.SSH_AUTH_SOCK;
+  const ssh = new Deno.Command("ssh", {
+    args: [...rig.opts(), "-p", String(rig.port), "-s", "box-1@127.0.0.1", "sftp"],
+    env,
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped", // never read: the stalled reader
+    stderr: "null",
+  }).spawn();
+  try {
+    const w = ssh.stdin.getWriter();
+    for (const r of requests) await w.write(r);
+    // the answers pile up wherever the path lets them; sample while they would
+    let peak = { relay: 0, node: 0 };
+    for (let i = 0; i < 12; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      peak = {
+        relay: Math.max(peak.relay, await rssKiB(relayPid)),
+        node: Math.max(peak.node, await rssKiB(nodePid)),
+      };
+    }
+    const growth = {
+      relay: (peak.relay - before.relay) / 1024,
+      node: (peak.node - before.node) / 1024,
+    };
+    console.log(
+      `64 MiB asked, nothing read: relay +${growth.relay.toFixed(1)} MiB, node +${
+        growth.node.toFixed(1)
+      } MiB`,
+    );
+    // holding the answers would be 64 MiB; the windows on the way hold a few hundred KiB
+    assert.ok(growth.relay < 16, `relay grew ${growth.relay.toFixed(1)} MiB`);
+    assert.ok(growth.node < 16, `node grew ${growth.node.toFixed(1)} MiB`);
+    await w.close().catch(() => {});
+  } finally {
+    ssh.kill("SIGKILL");
+    await ssh.status;
+    await ssh.stdout.cancel().catch(() => {});
+  }
+  // the node ends its sftp-server with the session
+  await waitForGone(nodePid);
+});
+
+/** Waits until the node has no sftp-server child left. */
+async function waitForGone(nodePid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const out = await new Deno.Command("pgrep", {
+      args: ["-P", String(nodePid), "-f", "sftp-server"],
+    })
+      .output();
+    if (new TextDecoder().decode(out.stdout).trim() === "") return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error("the node's sftp-server outlived its session");
+}
