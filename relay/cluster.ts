@@ -48,7 +48,11 @@ export const PEER_MAX_CONNECTIONS = 16;
 /** Most features a peer may report for a node. */
 const MAX_FEATURES = 16;
 /** Peers' routes. */
-export const PEER_PATHS = { connect: "/peer/connect", dialback: "/peer/dialback" } as const;
+export const PEER_PATHS = {
+  connect: "/peer/connect",
+  dialback: "/peer/dialback",
+  dialin: "/peer/dialin",
+} as const;
 
 /** What the cluster needs. */
 export interface ClusterDeps {
@@ -192,6 +196,26 @@ export class Cluster {
   }
 
   /**
+   * A node's dial-back that reached this replica with a ticket of `link`'s
+   * replica: carried there (`/peer/dialin`), message for message; the
+   * dial-back protocol's acknowledgements bound what is in flight.
+   */
+  async dialin(link: RemoteLink, ticket: string, node: WebSocket): Promise<void> {
+    const url = new URL(PEER_PATHS.dialin, link.peerUrl);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const peer = await connectWebSocket(url, {
+      headers: {
+        authorization: `Bearer ${this.#secret}`,
+        "x-cw-node": link.node,
+        "x-cw-ticket": ticket,
+      },
+      caCerts: this.#deps.peerCaCerts,
+      timeoutMs: PEER_CONNECT_TIMEOUT_MS,
+    });
+    pipeSockets(node, peer as unknown as WebSocket);
+  }
+
+  /**
    * Serves a peer's multiplexed connection (`/peer/connect`): each stream it
    * opens is spliced onto the named node's link here, if this replica holds it.
    */
@@ -306,4 +330,24 @@ export class Cluster {
     this.#peers.clear();
     await this.#deps.store.leave(this.id).catch(() => {});
   }
+}
+
+/** Passes binary messages both ways between two open sockets; either closing closes the other. */
+export function pipeSockets(a: WebSocket, b: WebSocket): void {
+  a.binaryType = "arraybuffer";
+  b.binaryType = "arraybuffer";
+  const pass = (from: WebSocket, to: WebSocket) => {
+    from.addEventListener("message", (e) => {
+      if (e.data instanceof ArrayBuffer && to.readyState === WebSocket.OPEN) {
+        to.send(new Uint8Array(e.data));
+      }
+    });
+    from.addEventListener("close", () => {
+      try {
+        to.close(1000);
+      } catch { /* closed */ }
+    });
+  };
+  pass(a, b);
+  pass(b, a);
 }

@@ -54,6 +54,8 @@ export interface Links {
    * A node linked to another replica is reached through it, unless `here`.
    */
   dialback(name: string, principal: Principal, opts?: { here?: boolean }): Promise<WebSocket>;
+  /** Takes a dial-back ticket of this replica that node `node` presented to another one. */
+  claimTicket(ticket: string, node: string): Promise<{ resolve(ws: WebSocket): void } | null>;
 }
 
 /** Mounts `/api/v1/register`, `/node/connect` and `/node/dialback`. */
@@ -154,11 +156,24 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
     if (p.kind !== "node") throw new CwError("forbidden", "Only a node may dial back");
     const ticket = c.req.header("x-cw-ticket") ?? "";
     const entry = ticket ? await tickets.claim(ticket, p.name!) : null;
-    if (!entry) throw new CwError("forbidden", "Invalid, used or expired dial-back ticket");
+    // behind one name for every replica, a node's dial-back may land on another replica than
+    // the one whose ticket it carries (the one holding its link): carried over to it
+    const holder = !entry && ticket && deps.cluster ? await deps.cluster.locate(p.name!) : null;
+    if (!entry && !holder) {
+      throw new CwError("forbidden", "Invalid, used or expired dial-back ticket");
+    }
     expectWebSocket(c);
     deps.gate.hold(c, p);
     const { socket, response } = upgrade(c, LINK_MAX_MESSAGE);
-    socket.addEventListener("open", () => entry.resolve(socket), { once: true });
+    socket.addEventListener("open", () => {
+      if (entry) return entry.resolve(socket);
+      deps.cluster!.dialin(holder!, ticket, socket).then(
+        () => deps.logger.info(`dial-back of ${p.name} carried to replica ${holder!.replica}`),
+      ).catch((err) => {
+        deps.logger.warn(`dial-back of ${p.name} for another replica failed: ${err?.message}`);
+        socket.close(4003, "invalid ticket");
+      });
+    }, { once: true });
     return response;
   });
 
@@ -244,6 +259,7 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
   };
 
   return {
+    claimTicket: (ticket, node) => tickets.claim(ticket, node),
     async dialback(name: string, principal: Principal, opts = {}): Promise<WebSocket> {
       const node = RELAY_NAME_RE.test(name) ? await deps.store.getNode(name) : null;
       if (!node || node.revokedAt || !reaches(principal, node.network)) {

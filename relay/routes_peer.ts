@@ -8,7 +8,7 @@ import type { Hono } from "hono";
 import { CwError } from "../shared/errors.ts";
 import { LINK_MAX_MESSAGE } from "../shared/listener_limits.ts";
 import type { Cluster } from "./cluster.ts";
-import { PEER_PATHS } from "./cluster.ts";
+import { PEER_PATHS, pipeSockets } from "./cluster.ts";
 import { type Ctx, type Env, expectWebSocket, peerOf, upgrade } from "./http.ts";
 import type { Hub } from "./hub.ts";
 import type { Principal } from "./principals.ts";
@@ -19,6 +19,8 @@ export interface PeerRoutesDeps {
   hub: Hub;
   /** A dial-back connection from a node linked to this replica (links.ts), never forwarded again. */
   dialbackHere(name: string, principal: Principal): Promise<WebSocket>;
+  /** Takes this replica's dial-back ticket, presented by `node` to another replica. */
+  claimTicket(ticket: string, node: string): Promise<{ resolve(ws: WebSocket): void } | null>;
   /** Counts and audits a failed authentication (relay/gate.ts): throws when the address is over its limit. */
   failed(c: Ctx, reason: string): void;
 }
@@ -67,24 +69,22 @@ export function peerRoutes(app: Hono<Env>, deps: PeerRoutesDeps): void {
         return;
       }
       if (socket.readyState !== WebSocket.OPEN) return node.close();
-      node.binaryType = "arraybuffer";
       socket.send(JSON.stringify({ features: deps.hub.get(name)?.features ?? [] }));
       // message for message: the dial-back protocol's acknowledgements bound what is in flight
-      const pass = (from: WebSocket, to: WebSocket) => {
-        from.addEventListener("message", (e) => {
-          if (e.data instanceof ArrayBuffer && to.readyState === WebSocket.OPEN) {
-            to.send(new Uint8Array(e.data));
-          }
-        });
-        from.addEventListener("close", () => {
-          try {
-            to.close(1000);
-          } catch { /* closed */ }
-        });
-      };
-      pass(node, socket);
-      pass(socket, node);
+      pipeSockets(node, socket);
     }, { once: true });
+    return response;
+  });
+
+  // a node's dial-back that reached another replica, carrying one of this replica's tickets
+  app.get(PEER_PATHS.dialin, async (c) => {
+    await admit(c as unknown as Ctx);
+    const node = c.req.header("x-cw-node") ?? "";
+    const ticket = c.req.header("x-cw-ticket") ?? "";
+    const entry = ticket && node ? await deps.claimTicket(ticket, node) : null;
+    if (!entry) throw new CwError("forbidden", "Invalid, used or expired dial-back ticket");
+    const { socket, response } = upgrade(c as unknown as Ctx, LINK_MAX_MESSAGE);
+    socket.addEventListener("open", () => entry.resolve(socket), { once: true });
     return response;
   });
 }

@@ -220,6 +220,7 @@ export function createRelay(deps: RelayDeps): Relay {
     cluster,
     hub,
     dialbackHere: (name, principal) => links.dialback(name, principal, { here: true }),
+    claimTicket: (ticket, node) => links.claimTicket(ticket, node),
     failed: (c, reason) => gate.failed(c, reason),
   });
   webRoutes(app, { web, gate, audit: deps.audit, baseUrl });

@@ -430,3 +430,88 @@ Deno.test({
     }
   },
 });
+
+/** A round-robin TCP balancer on 127.0.0.1 in front of `backends` (TLS passes through). */
+function balancer(backends: number[]): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  let next = 0;
+  void (async () => {
+    for await (const client of listener) {
+      const port = backends[next++ % backends.length];
+      open.add(client);
+      Deno.connect({ hostname: "127.0.0.1", port }).then((server) => {
+        open.add(server);
+        const end = () => {
+          for (const c of [client, server]) {
+            open.delete(c);
+            try {
+              c.close();
+            } catch { /* closed */ }
+          }
+        };
+        client.readable.pipeTo(server.writable).catch(() => {}).finally(end);
+        server.readable.pipeTo(client.writable).catch(() => {}).finally(end);
+      }, () => client.close());
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      listener.close();
+      for (const c of open) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+Deno.test({
+  name: SKIP
+    ? `replicas: SKIPPED (${SKIP})`
+    : "replicas: behind one address, a node's SSH dial-back that lands on another replica is carried over",
+  ignore: SKIP !== null,
+  fn: async () => {
+    await using cluster = await Replicas.start(2);
+    const lb = balancer(cluster.relays.map((r) => r.port));
+    try {
+      await using node = new CwHome();
+      const url = `https://127.0.0.1:${lb.port}`;
+      await setupNode(
+        node,
+        url,
+        cluster.certs,
+        "dev-1",
+        await invite(cluster.relays[0], cluster.client),
+      );
+      await using laptop = await cluster.laptop(0, "ana");
+      await waitOnline(laptop, "dev-1");
+      const key = await keygen(laptop.root);
+      await node.ok(["ssh-key", "add", `${key}.pub`]);
+      const info = await cluster.api(0, "GET", "/api/v1/info");
+      const knownHosts = `${laptop.root}/known_hosts`;
+      await Deno.writeTextFile(
+        knownHosts,
+        `[127.0.0.1]:${info.json.ssh.port} ${info.json.ssh.hostKey}\n`,
+      );
+      // each session's dial-back is a new connection through the balancer: they alternate
+      for (let i = 0; i < 4; i++) {
+        const r = await ssh(key, info.json.ssh.port, "dev-1", `echo round-${i}`, knownHosts);
+        assert.equal(r.stdout, `round-${i}\n`, r.stderr);
+        assert.equal(r.code, 0);
+      }
+      const logs = await Promise.all(
+        [0, 1].map((i) => Deno.readTextFile(`${cluster.root}/relay-${i}/relay.log`)),
+      );
+      assert.ok(
+        logs.some((l) => /dial-back of dev-1 carried to replica/.test(l)),
+        "a dial-back reached the other replica and was carried over",
+      );
+      await node.ok(["stop"]);
+    } finally {
+      lb.close();
+    }
+  },
+});

@@ -304,6 +304,13 @@ Deno.test("ssh -L and -W: off until the network and the node allow it; read-only
     await ssh.stderr.cancel().catch(() => {});
   }
 
+  // remote forwarding stays refused, clearly
+  const remote = await rig.ssh(
+    ["-N", "-o", "ExitOnForwardFailure=yes", "-R", `0:127.0.0.1:${web}`, "box-1@127.0.0.1"],
+  );
+  assert.equal(remote.code, 255);
+  assert.match(remote.stderr, /remote port forwarding failed/i);
+
   // the node allows its loopback only
   const far = await rig.ssh(["-W", "192.0.2.1:80", "box-1@127.0.0.1"], request);
   assert.equal(far.code, 255);
