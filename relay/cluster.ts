@@ -108,8 +108,12 @@ export class Cluster {
   /** Records a link this replica accepted. */
   async linkUp(live: LiveNode): Promise<void> {
     const id = crypto.randomUUID();
-    this.#linkIds.set(live, { id, at: Date.now() });
+    // `at` is set once the claim is stored: a heartbeat that read the links before that must
+    // not take the missing row for a takeover by another replica
+    const mine = { id, at: Infinity };
+    this.#linkIds.set(live, mine);
     await this.#deps.store.claimLink(live.name, this.id, id, this.#deps.now());
+    mine.at = Date.now();
   }
 
   /** Forgets a link that ended (unless the node's newer link replaced it). */
