@@ -20,7 +20,7 @@ import type { NetworkWebhooks } from "./webhooks.ts";
 import type { Hub, LiveNode } from "./hub.ts";
 import { type Principal, reaches } from "./principals.ts";
 import type { NodeRecord, RelayStore } from "./store.ts";
-import { Tickets } from "./tickets.ts";
+import { MAX_PENDING_DIALBACKS_PER_NODE, Tickets } from "./tickets.ts";
 
 /** Registrations allowed per address: per minute, and in a burst. */
 export const REGISTER_PER_MINUTE = 20;
@@ -62,6 +62,8 @@ export interface Links {
 export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
   const registerLimit = new RateLimiter(REGISTER_PER_MINUTE, REGISTER_BURST);
   const tickets = new Tickets();
+  /** Dial-backs carried to another replica now, per node. */
+  const carrying = new Map<string, number>();
 
   app.post(paths.register, async (c) => {
     const addr = c.get("addr");
@@ -158,17 +160,32 @@ export function linkRoutes(app: Hono<Env>, deps: LinksDeps): Links {
     const entry = ticket ? await tickets.claim(ticket, p.name!) : null;
     // behind one name for every replica, a node's dial-back may land on another replica than
     // the one whose ticket it carries (the one holding its link): carried over to it
-    const holder = !entry && ticket && deps.cluster ? await deps.cluster.locate(p.name!) : null;
+    const holder = !entry && /^cwt_[A-Za-z0-9_-]{43}$/.test(ticket) && deps.cluster
+      ? await deps.cluster.locate(p.name!)
+      : null;
     if (!entry && !holder) {
       throw new CwError("forbidden", "Invalid, used or expired dial-back ticket");
+    }
+    // a node that sends tickets nobody issued must not make this replica open peer
+    // connections without end: as many at once as it may have dial-backs waiting
+    if (holder && (carrying.get(p.name!) ?? 0) >= MAX_PENDING_DIALBACKS_PER_NODE) {
+      throw new CwError("rate_limited", "Too many dial-backs in flight for this node");
     }
     expectWebSocket(c);
     deps.gate.hold(c, p);
     const { socket, response } = upgrade(c, LINK_MAX_MESSAGE);
     socket.addEventListener("open", () => {
       if (entry) return entry.resolve(socket);
+      const name = p.name!;
+      carrying.set(name, (carrying.get(name) ?? 0) + 1);
+      const done = () => {
+        const n = (carrying.get(name) ?? 1) - 1;
+        if (n > 0) carrying.set(name, n);
+        else carrying.delete(name);
+      };
+      socket.addEventListener("close", done, { once: true });
       deps.cluster!.dialin(holder!, ticket, socket).then(
-        () => deps.logger.info(`dial-back of ${p.name} carried to replica ${holder!.replica}`),
+        () => deps.logger.info(`dial-back of ${name} carried to replica ${holder!.replica}`),
       ).catch((err) => {
         deps.logger.warn(`dial-back of ${p.name} for another replica failed: ${err?.message}`);
         socket.close(4003, "invalid ticket");
