@@ -221,6 +221,11 @@ function sessionTarget(
   return { client: targets.client(node), node, session, remote: targets.isRemote(node) };
 }
 
+/** The client for a tool's `session` (and `server`) arguments. */
+function sessionOf(args: Record<string, unknown>, ctx: ToolContext) {
+  return sessionTarget(ctx.home, args.session as string, args.server);
+}
+
 function nodeTarget(home: string, node: unknown, server: unknown) {
   const targets = new Targets(home, typeof server === "string" ? server : null, true);
   const n = typeof node === "string" ? node : null;
@@ -463,11 +468,7 @@ export const TOOLS: Tool[] = [
     }, ["session"]),
     readOnly: true,
     async run(args, ctx) {
-      const { client, node, session } = sessionTarget(
-        ctx.home,
-        args.session as string,
-        args.server,
-      );
+      const { client, node, session } = sessionOf(args, ctx);
       const max = (args.max_bytes as number | undefined) ?? MCP_READ_DEFAULT_BYTES;
       const chunks: Uint8Array[] = [];
       let got = 0;
@@ -526,11 +527,7 @@ export const TOOLS: Tool[] = [
     inputSchema: object({ session: SESSION, server: SERVER }, ["session"]),
     readOnly: true,
     async run(args, ctx) {
-      const { client, node, session } = sessionTarget(
-        ctx.home,
-        args.session as string,
-        args.server,
-      );
+      const { client, node, session } = sessionOf(args, ctx);
       const r = await client.request<
         { session: SessionInfo; screen: { lines: string[]; [k: string]: unknown } }
       >({ op: "screen", session });
@@ -560,11 +557,7 @@ export const TOOLS: Tool[] = [
     }, ["session"]),
     readOnly: false,
     async run(args, ctx) {
-      const { client, node, session } = sessionTarget(
-        ctx.home,
-        args.session as string,
-        args.server,
-      );
+      const { client, node, session } = sessionOf(args, ctx);
       const typed = (args.text as string | undefined ?? "") +
         ((args.keys as string[] | undefined) ?? []).map(keyBytes).join("");
       if (typed === "") throw bad("Give `text`, `keys` or both");
@@ -594,11 +587,7 @@ export const TOOLS: Tool[] = [
     }, ["session"]),
     readOnly: true,
     async run(args, ctx) {
-      const { client, node, session } = sessionTarget(
-        ctx.home,
-        args.session as string,
-        args.server,
-      );
+      const { client, node, session } = sessionOf(args, ctx);
       const waiting = args.until === "waiting";
       const timeoutS = (args.timeout_seconds as number | undefined) ?? MCP_WAIT_DEFAULT_S;
       const started = Date.now();
@@ -674,7 +663,7 @@ export const TOOLS: Tool[] = [
         throw bad("Give `session` or `tag` (one of them)");
       }
       const target = args.session !== undefined
-        ? sessionTarget(ctx.home, args.session as string, args.server)
+        ? sessionOf(args, ctx)
         : { ...nodeTarget(ctx.home, args.node, args.server), session: null };
       if (args.session !== undefined && args.node !== undefined) {
         throw bad("Name the node in the session (`NODE:ID`), not in `node`");
@@ -705,11 +694,7 @@ export const TOOLS: Tool[] = [
     }, ["session"]),
     readOnly: true,
     async run(args, ctx) {
-      const { client, node, session } = sessionTarget(
-        ctx.home,
-        args.session as string,
-        args.server,
-      );
+      const { client, node, session } = sessionOf(args, ctx);
       const r = await client.request<
         { session: SessionInfo; lastOutput: string; screen?: string[] }
       >({ op: "status", session, lines: (args.lines as number | undefined) ?? 20, screen: true });
