@@ -292,6 +292,11 @@ function relay(home: string) {
   return access;
 }
 
+/**
+ * A call of the relay's API with this machine's credential. The body is read
+ * before the HTTP client closes: `cw mcp` lives long, and a client per call
+ * must not outlive it.
+ */
 async function relayCall(
   home: string,
   path: string,
@@ -300,11 +305,16 @@ async function relayCall(
   const access = relay(home);
   const client = relayHttpClient(access);
   try {
-    return await fetch(new URL(path, access.url), {
+    const res = await fetch(new URL(path, access.url), {
       ...init,
       client,
       headers: { authorization: `Bearer ${access.token}`, ...(init.headers ?? {}) },
     } as RequestInit);
+    const body = await res.arrayBuffer();
+    return new Response(res.status === 204 ? null : body, {
+      status: res.status,
+      headers: res.headers,
+    });
   } catch (err) {
     throw new CwError(
       "node_unavailable",

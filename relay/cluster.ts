@@ -27,6 +27,7 @@
  *   compared by hash in constant time. A caller that presents it is trusted
  *   to say which principal a stream is for, as a node trusts its relay.
  */
+import { TICKET_TTL_MS } from "../shared/dialback.ts";
 import { CwError } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
 import { Mux, MUX_MAX_STREAMS, type MuxStream, type StreamMeta } from "../shared/mux.ts";
@@ -43,6 +44,8 @@ export const REPLICA_LEASE_MS = 3_000;
 export const HEARTBEAT_MS = 1_000;
 /** Longest wait for a peer's WebSocket handshake. */
 export const PEER_CONNECT_TIMEOUT_MS = 5_000;
+/** How long a forwarding replica waits for the holder's answer to a dial-back (its own wait is TICKET_TTL_MS). */
+export const PEER_DIALBACK_DEADLINE_MS = TICKET_TTL_MS + 5_000;
 /** Multiplexed connections to one peer at most (each carries up to MUX_MAX_STREAMS streams). */
 export const PEER_MAX_CONNECTIONS = 16;
 /** Most features a peer may report for a node. */
@@ -167,8 +170,12 @@ export class Cluster {
       caCerts: this.#deps.peerCaCerts,
       timeoutMs: PEER_CONNECT_TIMEOUT_MS,
     });
-    // the holder's first message says what the node speaks, or why it cannot be reached
+    // the holder's first message says what the node speaks, or why it cannot be reached; a
+    // holder that says nothing is given up after its own deadline for the node has passed
     const first = await new Promise<string | null>((resolve) => {
+      const timer = setTimeout(() => resolve(null), PEER_DIALBACK_DEADLINE_MS);
+      ws.addEventListener("close", () => clearTimeout(timer), { once: true });
+      ws.addEventListener("message", () => clearTimeout(timer), { once: true });
       ws.addEventListener(
         "message",
         (e) =>
@@ -224,12 +231,12 @@ export class Cluster {
    * opens is spliced onto the named node's link here, if this replica holds it.
    */
   servePeer(socket: WebSocket, from: string): void {
-    const mux = new Mux(socket, {
+    // the mux owns the socket from here; it ends with it
+    new Mux(socket, {
       onStream: (stream, meta) => this.#forward(stream, meta),
       onClose: (reason) => this.#deps.logger.info(`peer ${from} disconnected: ${reason}`),
     }, { role: "accept" });
     this.#deps.logger.info(`peer ${from} connected`);
-    void mux;
   }
 
   #forward(stream: MuxStream, meta: StreamMeta): void {

@@ -14,6 +14,8 @@ export const SSH_MAX_SESSIONS = 10;
  * on the node).
  */
 export const SSH_MAX_FORWARDS = 64;
+/** How long a forward may wait for the node to reach its destination (the node's dial-back included). */
+export const SSH_FORWARD_CONNECT_MS = 15_000;
 /** Variables kept per session: the allow-list (LANG, LANGUAGE, COLORTERM, LC_*) names ~16. */
 export const SSH_MAX_ENV_VARS = 32;
 /** Bytes of one variable's value: a locale or COLORTERM is a few dozen. */

@@ -44,6 +44,7 @@ import {
 } from "../shared/dialback.ts";
 import { parseSignal } from "../shared/signals.ts";
 import {
+  SSH_FORWARD_CONNECT_MS,
   SSH_MAX_COMMAND,
   SSH_MAX_ENV_BYTES,
   SSH_MAX_ENV_VALUE,
@@ -795,12 +796,18 @@ async function forwardChannel(
   let off = () => {};
   const answer = await new Promise<{ ready: boolean; why: string }>((resolve) => {
     let why = "";
+    // a destination that never answers (a dropped SYN) is given up, not waited on for minutes
+    const timer = setTimeout(
+      () =>
+        resolve({ ready: false, why: `no connection within ${SSH_FORWARD_CONNECT_MS / 1000} s` }),
+      SSH_FORWARD_CONNECT_MS,
+    );
     const onMessage = (e: MessageEvent) => {
       if (!(e.data instanceof ArrayBuffer)) return resolve({ ready: false, why: "bad message" });
       try {
         const { type, payload } = decodeDial(new Uint8Array(e.data));
         if (type === Dial.READY) return resolve({ ready: true, why });
-        if (type === Dial.STDERR) why += new TextDecoder().decode(payload).slice(0, 300);
+        if (type === Dial.STDERR) why = (why + new TextDecoder().decode(payload)).slice(0, 300);
         else if (type === Dial.EXIT || type === Dial.ERROR) resolve({ ready: false, why });
       } catch {
         resolve({ ready: false, why: "bad message" });
@@ -810,7 +817,10 @@ async function forwardChannel(
     ws.addEventListener("close", () => resolve({ ready: false, why: why || "the node left" }), {
       once: true,
     });
-    off = () => ws.removeEventListener("message", onMessage);
+    off = () => {
+      clearTimeout(timer);
+      ws.removeEventListener("message", onMessage);
+    };
   });
   off();
   if (!answer.ready) {

@@ -183,8 +183,6 @@ export async function openPgStore(url: string): Promise<RelayStore> {
     connect_timeout: CONNECT_TIMEOUT_S,
     onnotice: () => {},
     connection: { search_path: schema, application_name: "cw relay" },
-    // int8 and numeric as strings: versions and counters are read exactly
-    types: {},
   });
   try {
     await migrate(sql, schema);

@@ -20,6 +20,15 @@ import {
 const pg = await testPostgres();
 const SKIP = "url" in pg ? null : pg.skip;
 
+/** A test that needs PostgreSQL: registered as ignored, with the reason, when none can start. */
+function replicasTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name: SKIP ? `replicas: SKIPPED (${SKIP})` : `replicas: ${name}`,
+    ignore: SKIP !== null,
+    fn,
+  });
+}
+
 /** Replicas on one fresh schema; everything stopped and dropped on dispose. */
 class Replicas implements AsyncDisposable {
   relays: RelayProcess[] = [];
@@ -180,12 +189,9 @@ async function startPane(tmux: Tmux, home: CwHome, name: string): Promise<void> 
   await tmux.waitFor(name, "pane$");
 }
 
-Deno.test({
-  name: SKIP
-    ? `replicas: SKIPPED (${SKIP})`
-    : "replicas: a node on A is reached through B (attach) and C (ssh); KV, invites and revocations are shared",
-  ignore: SKIP !== null,
-  fn: async () => {
+replicasTest(
+  "a node on A is reached through B (attach) and C (ssh); KV, invites and revocations are shared",
+  async () => {
     await using cluster = await Replicas.start(3);
     const [A, B, C] = cluster.relays;
     await using node = new CwHome();
@@ -320,14 +326,11 @@ Deno.test({
     await laptop.ok(["kill", id]);
     await node.ok(["stop"]);
   },
-});
+);
 
-Deno.test({
-  name: SKIP
-    ? `replicas: SKIPPED (${SKIP})`
-    : "replicas: kill -9 of the replica holding a node: back through another within 5 s, attach resumes byte-exact",
-  ignore: SKIP !== null,
-  fn: async () => {
+replicasTest(
+  "kill -9 of the replica holding a node: back through another within 5 s, attach resumes byte-exact",
+  async () => {
     await using cluster = await Replicas.start(3);
     const [A, B] = cluster.relays;
     await using node = new CwHome();
@@ -399,36 +402,30 @@ Deno.test({
     // every tick exactly once, in order, across the failover
     ticks.forEach((n, i) => assert.equal(n, i + 1, `tick ${i + 1} is followed by ${n}`));
   },
-});
+);
 
-Deno.test({
-  name: SKIP
-    ? `replicas: SKIPPED (${SKIP})`
-    : "replicas: a bad or unreachable store is one clear line",
-  ignore: SKIP !== null,
-  fn: async () => {
-    await using home = new CwHome();
-    const relay = (args: string[], env: Record<string, string> = {}) =>
-      home.run(["relay", "--listen", "127.0.0.1:0", "--ssh-listen", "off", ...args], { env });
-    const cases: [string[], Record<string, string>, RegExp][] = [
-      [["--store", "postgres://u:secret@127.0.0.1:1/db"], {}, /Refusing a password in --store/],
-      [["--store", "mysql://127.0.0.1/db"], {}, /Unknown store "mysql:"/],
-      [[], { CW_RELAY_STORE: "postgres://u@127.0.0.1:1/db?schema=Bad-Name" }, /Invalid schema/],
-      [
-        [],
-        { CW_RELAY_STORE: "postgres://u:pw@127.0.0.1:1/db" },
-        /PostgreSQL store postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: /,
-      ],
-      [["--peer-url", "https://10.0.0.1"], {}, /--peer-url and --peer-ca are for replicas/],
-    ];
-    for (const [args, env, expected] of cases) {
-      const r = await relay(args, env);
-      assert.notEqual(r.code, 0, r.stderr);
-      assert.match(r.stderr, expected);
-      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
-      assert.doesNotMatch(r.stderr, /secret|:pw@/, "no password in the message");
-    }
-  },
+replicasTest("a bad or unreachable store is one clear line", async () => {
+  await using home = new CwHome();
+  const relay = (args: string[], env: Record<string, string> = {}) =>
+    home.run(["relay", "--listen", "127.0.0.1:0", "--ssh-listen", "off", ...args], { env });
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [["--store", "postgres://u:secret@127.0.0.1:1/db"], {}, /Refusing a password in --store/],
+    [["--store", "mysql://127.0.0.1/db"], {}, /Unknown store "mysql:"/],
+    [[], { CW_RELAY_STORE: "postgres://u@127.0.0.1:1/db?schema=Bad-Name" }, /Invalid schema/],
+    [
+      [],
+      { CW_RELAY_STORE: "postgres://u:pw@127.0.0.1:1/db" },
+      /PostgreSQL store postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: /,
+    ],
+    [["--peer-url", "https://10.0.0.1"], {}, /--peer-url and --peer-ca are for replicas/],
+  ];
+  for (const [args, env, expected] of cases) {
+    const r = await relay(args, env);
+    assert.notEqual(r.code, 0, r.stderr);
+    assert.match(r.stderr, expected);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /secret|:pw@/, "no password in the message");
+  }
 });
 
 /** A round-robin TCP balancer on 127.0.0.1 in front of `backends` (TLS passes through). */
@@ -468,12 +465,9 @@ function balancer(backends: number[]): { port: number; close(): void } {
   };
 }
 
-Deno.test({
-  name: SKIP
-    ? `replicas: SKIPPED (${SKIP})`
-    : "replicas: behind one address, a node's SSH dial-back that lands on another replica is carried over",
-  ignore: SKIP !== null,
-  fn: async () => {
+replicasTest(
+  "behind one address, a node's SSH dial-back that lands on another replica is carried over",
+  async () => {
     await using cluster = await Replicas.start(2);
     const lb = balancer(cluster.relays.map((r) => r.port));
     try {
@@ -514,4 +508,4 @@ Deno.test({
       lb.close();
     }
   },
-});
+);

@@ -28,7 +28,6 @@ import {
   outerEnv,
   pollUntil,
   progress,
-  rssKiB,
   sleep,
   table,
   type Target,
@@ -495,5 +494,4 @@ export async function runReplicasBench(perReplica = DEFAULT_LINKS_PER_REPLICA): 
   ];
   console.log(lines.join("\n"));
   writeResults("replicas", { machine, perReplica, links, failover, kv, echo, targets });
-  void rssKiB;
 }
